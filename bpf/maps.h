@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The tables. The loader pins each one under <bpffs>/<parent>/ by name;
+ * BTF types make `bpftool map dump pinned …` print named fields. */
+#pragma once
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "types.h"
+
+/* VID -> network on this parent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_NETWORKS);
+	__type(key, __u16);
+	__type(value, struct network);
+} xmv_networks SEC(".maps");
+
+/* {vlan, mac} -> endpoint: the receive and local-switch lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_MACS);
+	__type(key, struct mac_key);
+	__type(value, struct endpoint);
+} xmv_macs SEC(".maps");
+
+/* outer veth ifindex -> endpoint: the transmit-side checks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, struct endpoint);
+} xmv_endpoints SEC(".maps");
+
+/* Outer veths of endpoints with XDP delivery, for bpf_redirect_map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} xmv_redirect SEC(".maps");
+
+/* {vlan, idx} -> member endpoint, idx < network.members: who gets a flood copy. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENDPOINTS);
+	__type(key, struct flood_key);
+	__type(value, struct endpoint);
+} xmv_flood SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct settings);
+} xmv_settings SEC(".maps");
+
+/* Counters, per CPU; Go sums the CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, struct traffic);
+} xmv_ep_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_VLAN_ID + 1);
+	__type(key, __u32);
+	__type(value, struct traffic);
+} xmv_vlan_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_REASON_MAX);
+	__type(key, __u32); /* enum drop_reason; array keys must be plain ints */
+	__type(value, struct count);
+} xmv_drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EV_MAX);
+	__type(key, __u32); /* enum event */
+	__type(value, struct count);
+} xmv_events SEC(".maps");

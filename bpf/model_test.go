@@ -1,0 +1,104 @@
+package bpf_test
+
+import (
+	"encoding/binary"
+	"net"
+
+	"github.com/xmacvlan/xmacvlan/maps"
+)
+
+// A pure-Go reference model of the receive decision (classify_rx and
+// parent_rx in xmacvlan.c), written from DESIGN.md rather than from the C.
+
+const (
+	xdpAborted  = 0
+	xdpDrop     = 1
+	xdpPass     = 2
+	xdpRedirect = 4
+
+	etherTypeVLAN = 0x8100
+	etherTypeQinQ = 0x88a8
+)
+
+type verdict uint8
+
+const (
+	verdictHost    verdict = 1
+	verdictFlood   verdict = 2
+	verdictDeliver verdict = 3
+)
+
+// rxOutcome is what the XDP program should do with one frame.
+type rxOutcome struct {
+	action   uint32          // XDP_* return code
+	reason   maps.DropReason // for xdpDrop
+	verdict  verdict         // for xdpPass: what the metadata tells TC
+	vlan     uint16          // for xdpPass
+	endpoint *maps.Endpoint  // for xdpPass with verdictDeliver and xdpRedirect
+	out      []byte          // frame after the program (xdpPass, xdpRedirect)
+}
+
+type rxModel struct {
+	networks  map[uint16]bool
+	endpoints map[uint16]map[string]maps.Endpoint // vlan -> MAC -> endpoint
+}
+
+func newRxModel(networks []maps.Network, eps []maps.Endpoint) rxModel {
+	m := rxModel{networks: map[uint16]bool{}, endpoints: map[uint16]map[string]maps.Endpoint{}}
+	for _, n := range networks {
+		m.networks[n.VLAN] = true
+		m.endpoints[n.VLAN] = map[string]maps.Endpoint{}
+	}
+	for _, ep := range eps {
+		m.endpoints[ep.VLAN][ep.MAC.String()] = ep
+	}
+	return m
+}
+
+func isVLANType(t uint16) bool { return t == etherTypeVLAN || t == etherTypeQinQ }
+
+func (m rxModel) rx(frame []byte) rxOutcome {
+	drop := func(r maps.DropReason) rxOutcome { return rxOutcome{action: xdpDrop, reason: r} }
+	const runt, unknownVLAN, stacked, unknownDst = 0, 1, 2, 3
+
+	if len(frame) < 14 {
+		return drop(runt)
+	}
+	dst := net.HardwareAddr(frame[0:6])
+	outer := binary.BigEndian.Uint16(frame[12:14])
+	var vlan uint16
+	tagged := isVLANType(outer)
+	if tagged {
+		if len(frame) < 18 {
+			return drop(runt)
+		}
+		vlan = binary.BigEndian.Uint16(frame[14:16]) & 0x0fff
+		inner := binary.BigEndian.Uint16(frame[16:18])
+		if outer == etherTypeQinQ || isVLANType(inner) {
+			return drop(stacked)
+		}
+	}
+	if !m.networks[vlan] {
+		if vlan != 0 {
+			return drop(unknownVLAN)
+		}
+		return rxOutcome{action: xdpPass, verdict: verdictHost, out: frame}
+	}
+	if dst[0]&1 != 0 {
+		return rxOutcome{action: xdpPass, verdict: verdictFlood, vlan: vlan, out: frame}
+	}
+	ep, ok := m.endpoints[vlan][dst.String()]
+	switch {
+	case !ok && vlan != 0:
+		return drop(unknownDst)
+	case !ok:
+		return rxOutcome{action: xdpPass, verdict: verdictHost, out: frame}
+	case !ep.XDPDelivery:
+		return rxOutcome{action: xdpPass, verdict: verdictDeliver, vlan: vlan, endpoint: &ep, out: frame}
+	}
+	out := frame
+	if tagged { // the tag comes off on the way into the endpoint
+		out = append(append([]byte{}, frame[:12]...), frame[16:]...)
+	}
+	return rxOutcome{action: xdpRedirect, vlan: vlan, endpoint: &ep, out: out}
+}

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Everything the datapath shares with Go. bpf2go mirrors each type below
+ * (-type flags in gen.go); the Go package maps/ is the only Go code that
+ * reads these layouts. Change a struct here and the pinned maps built from
+ * the old layout become incompatible: the loader refuses to reuse them. */
+#pragma once
+
+#include <linux/types.h>
+
+#define MAX_VLAN_ID 4094      /* 802.1Q VIDs 1..4094; 0 is the untagged segment */
+#define MAX_NETWORKS 4095     /* one per VID 0..4094 */
+#define MAX_MACS 65536        /* MAC table entries */
+#define MAX_ENDPOINTS 4096    /* endpoint ids are 0..MAX_ENDPOINTS-1 */
+#define MAX_VLAN_MEMBERS 1024 /* flood fan-out bound per VLAN */
+
+/* Network (VLAN) modes, as in kernel macvlan. */
+enum net_mode {
+	MODE_BRIDGE = 0,  /* endpoints of one network talk directly */
+	MODE_PRIVATE = 1, /* endpoints of one network never talk */
+	MODE_VEPA = 2,    /* endpoint traffic always goes to the wire */
+};
+
+/* VLAN table value: one network per VID on a parent. */
+struct network {
+	enum net_mode mode;
+	__u32 members; /* endpoints on this VLAN = valid flood slots */
+	__u32 mtu;     /* informational, 0 = parent's */
+	__u32 flags;   /* reserved */
+};
+
+/* MAC table key. */
+struct mac_key {
+	__u16 vlan; /* 0 = untagged */
+	__u8 mac[6];
+};
+
+/* Endpoint flags. */
+enum endpoint_flags {
+	EP_XDP_DELIVERY = 1 << 0, /* received frames go by XDP redirect, not the skb path */
+	EP_HOST = 1 << 1,         /* inner end lives in the host namespace */
+};
+
+/* One endpoint: value of the MAC table (keyed by {vlan, mac}) and of the
+ * endpoint table (keyed by outer ifindex), so one lookup gives everything. */
+struct endpoint {
+	__u32 ifindex; /* outer veth, in the parent's namespace */
+	__u32 id;      /* slot in the per-endpoint counters */
+	__u16 vlan;
+	__u8 mac[6];
+	enum endpoint_flags flags; /* a bit set */
+};
+
+/* Flood list key: member idx (0..network.members-1) of a VLAN -> outer ifindex. */
+struct flood_key {
+	__u16 vlan;
+	__u16 idx;
+};
+
+/* Per-parent settings, one element, written by the loader. */
+struct settings {
+	__u32 parent_ifindex;
+	__u8 parent_mac[6];
+	__u8 hairpin;        /* host <-> untagged endpoints directly */
+	__u8 restore_rxvlan; /* control plane only: attach turned rx-vlan offload off */
+};
+
+/* Per-CPU traffic counters, per endpoint (by id) and per VLAN (by VID).
+ * rx = towards the endpoint / from the wire, tx = from the endpoint. */
+struct traffic {
+	__u64 rx_packets;
+	__u64 rx_bytes;
+	__u64 tx_packets;
+	__u64 tx_bytes;
+};
+
+/* Why a frame was dropped. Go keeps a human explanation for each value. */
+enum drop_reason {
+	DROP_RUNT = 0,            /* shorter than its Ethernet/802.1Q header */
+	DROP_UNKNOWN_VLAN,        /* tagged with a VID that has no network */
+	DROP_STACKED_VLAN,        /* 802.1ad or double tag: never forwarded into a VLAN */
+	DROP_UNKNOWN_DST,         /* unicast to no endpoint on a tagged VLAN */
+	DROP_SPOOFED_SRC,         /* endpoint sent with a source MAC not its own */
+	DROP_TAGGED_FROM_ENDPOINT,/* endpoint sent a VLAN-tagged frame (VLAN hopping) */
+	DROP_PRIVATE_MODE,        /* endpoint to endpoint in a private network */
+	DROP_NOT_ENDPOINT,        /* frame from an interface missing from the endpoint table */
+	DROP_HELPER_FAILED,       /* a tag push/pop or head adjust failed */
+	DROP_REASON_MAX,
+};
+
+/* Parent-wide events that are not drops. */
+enum event {
+	EV_HOST_PASS = 0,     /* frame from the wire left to the host stack */
+	EV_FLOOD_FRAMES,      /* broadcast/multicast frames flooded */
+	EV_FLOOD_COPIES,      /* copies made by flooding */
+	EV_FLOOD_TRUNCATED,   /* flood stopped at MAX_VLAN_MEMBERS */
+	EV_LOCAL_SWITCH,      /* endpoint -> endpoint on this host */
+	EV_HAIRPIN_TO_HOST,   /* endpoint -> host */
+	EV_HAIRPIN_TO_ENDPOINT, /* host -> endpoint */
+	EV_XDP_REDIRECT,      /* frames delivered by XDP redirect */
+	EV_MAX,
+};
+
+/* Per-CPU packet/byte pair for drop reasons and events. */
+struct count {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* What the XDP program decided, handed to the tcx ingress program in the
+ * frame's metadata area so that it does not classify the frame again. */
+enum verdict {
+	VERDICT_HOST = 1,    /* leave to the host stack */
+	VERDICT_FLOOD = 2,   /* broadcast/multicast inside vlan */
+	VERDICT_DELIVER = 3, /* unicast to an endpoint */
+	VERDICT_DROP = 4,    /* never written to metadata: XDP drops itself */
+};
+
+#define RX_META_MAGIC 0x786d7631 /* "xmv1" */
+
+struct rx_meta {
+	__u32 magic;
+	__u8 verdict; /* enum verdict */
+	__u8 pad;
+	__u16 vlan;
+	__u32 ifindex; /* endpoint's outer veth (VERDICT_DELIVER) */
+	__u32 id;      /* endpoint's counter slot (VERDICT_DELIVER) */
+};

@@ -1,0 +1,402 @@
+//go:build ignore
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The xmacvlan datapath. One object holds every program so that they share
+ * the tables by construction and an upgrade swaps a matching set.
+ *
+ *   xmv_rx_xdp       XDP on the parent: classify, drop early, XDP-deliver
+ *   xmv_rx_xdp_meta  the same, device-bound, reading a stripped tag via kfunc
+ *   xmv_rx_tc        tcx ingress on the parent: skb delivery and flooding
+ *   xmv_ep_tx        tcx ingress on each endpoint's outer veth: what the
+ *                    container sends (anti-spoof, local switch, tag, wire)
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "types.h"
+#include "parse.h"
+#include "maps.h"
+#include "counters.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Never loaded: its signature puts the counter enums into BTF, where bpf2go
+ * finds them to mirror them in Go (the maps keyed by them are arrays, whose
+ * keys BTF must describe as plain integers). */
+__attribute__((noinline)) int xmv_enums_for_go(enum drop_reason r, enum event e)
+{
+	return r + e;
+}
+
+/* Reads a VLAN tag the driver moved out of the frame (rx-vlan offload).
+ * Only callable from a program bound to a device whose driver has it. */
+extern int bpf_xdp_metadata_rx_vlan_tag(const struct xdp_md *ctx, __be16 *vlan_proto,
+					__u16 *vlan_tci) __ksym;
+
+/* What to do with a frame from the wire. */
+struct decision {
+	__u8 verdict; /* enum verdict */
+	__u8 reason;  /* enum drop_reason, for VERDICT_DROP */
+	__u16 vlan;
+	__u32 ifindex; /* endpoint's outer veth, for VERDICT_DELIVER */
+	__u32 id;      /* endpoint's counter slot, for VERDICT_DELIVER */
+	__u32 xdp;     /* endpoint wants XDP delivery */
+};
+
+/* MACs in our structs and in frames are 2-byte aligned, no more. */
+static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
+{
+	const __u16 *x = (const __u16 *)a, *y = (const __u16 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
+}
+
+static __always_inline struct settings *get_settings(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&xmv_settings, &zero);
+}
+
+/* The receive decision, the same for the XDP and the TC program (and
+ * mirrored by the Go reference model in bpf/model_test.go). */
+static __always_inline void classify_rx(const struct frame *f, struct decision *d)
+{
+	__u16 vlan = f->vlan;
+
+	__builtin_memset(d, 0, sizeof(*d));
+	d->vlan = vlan;
+	if (f->stacked) {
+		d->verdict = VERDICT_DROP;
+		d->reason = DROP_STACKED_VLAN;
+		return;
+	}
+	if (!bpf_map_lookup_elem(&xmv_networks, &vlan)) {
+		/* Untagged frames with no untagged network are the host's. */
+		d->verdict = vlan ? VERDICT_DROP : VERDICT_HOST;
+		d->reason = DROP_UNKNOWN_VLAN;
+		return;
+	}
+	if (is_multicast(f->eth->h_dest)) {
+		d->verdict = VERDICT_FLOOD;
+		return;
+	}
+
+	struct mac_key key = {.vlan = vlan};
+	__builtin_memcpy(key.mac, f->eth->h_dest, ETH_ALEN);
+	struct endpoint *ep = bpf_map_lookup_elem(&xmv_macs, &key);
+	if (ep) {
+		d->verdict = VERDICT_DELIVER;
+		d->ifindex = ep->ifindex;
+		d->id = ep->id;
+		d->xdp = ep->flags & EP_XDP_DELIVERY;
+		return;
+	}
+	/* On the untagged segment an unknown unicast is the host's (or a
+	 * neighbour's); on a tagged VLAN nobody here wants it. */
+	d->verdict = vlan ? VERDICT_DROP : VERDICT_HOST;
+	d->reason = DROP_UNKNOWN_DST;
+}
+
+/* ---- XDP on the parent ---------------------------------------------- */
+
+/* Removes the 802.1Q header from the frame bytes. */
+static __always_inline int xdp_pop_tag(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct vlan_hdr *vh = (void *)(eth + 1);
+	__u8 addrs[2 * ETH_ALEN];
+
+	if ((void *)(vh + 1) > end)
+		return -1;
+	__be16 inner = vh->encap_proto;
+	__builtin_memcpy(addrs, eth, sizeof(addrs));
+	if (bpf_xdp_adjust_head(ctx, VLAN_HLEN))
+		return -1;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > end)
+		return -1;
+	__builtin_memcpy(eth, addrs, sizeof(addrs));
+	eth->h_proto = inner;
+	return 0;
+}
+
+/* Hands the decision to xmv_rx_tc. Without metadata support the TC program
+ * classifies again, so failure here is not fatal. */
+static __always_inline void xdp_write_meta(struct xdp_md *ctx, const struct decision *d)
+{
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct rx_meta)))
+		return;
+	struct rx_meta *m = (void *)(long)ctx->data_meta;
+	if ((void *)(m + 1) > (void *)(long)ctx->data)
+		return;
+	m->magic = RX_META_MAGIC;
+	m->verdict = d->verdict;
+	m->pad = 0;
+	m->vlan = d->vlan;
+	m->ifindex = d->ifindex;
+	m->id = d->id;
+}
+
+static __always_inline int parent_rx(struct xdp_md *ctx, int tag_from_kfunc)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u64 len = bpf_xdp_get_buff_len(ctx);
+	__be16 meta_proto = 0;
+	__u16 meta_tci = 0;
+	struct frame f;
+	struct decision d;
+
+	if (tag_from_kfunc && bpf_xdp_metadata_rx_vlan_tag(ctx, &meta_proto, &meta_tci))
+		meta_proto = 0;
+	if (parse_frame(data, end, meta_proto, meta_tci, &f) < 0) {
+		count_drop(DROP_RUNT, len);
+		return XDP_DROP;
+	}
+	classify_rx(&f, &d);
+
+	if (d.verdict == VERDICT_DROP) {
+		count_drop(d.reason, len);
+		return XDP_DROP;
+	}
+	if (d.verdict == VERDICT_DELIVER && d.xdp) {
+		if (f.tag_in_bytes) {
+			if (xdp_pop_tag(ctx)) {
+				count_drop(DROP_HELPER_FAILED, len);
+				return XDP_DROP;
+			}
+			len -= VLAN_HLEN;
+		}
+		/* A tag in metadata does not travel with a redirected frame. */
+		count_rx(&xmv_ep_stats, d.id, len);
+		count_rx(&xmv_vlan_stats, d.vlan, len);
+		count_event(EV_XDP_REDIRECT, len);
+		return bpf_redirect_map(&xmv_redirect, d.ifindex, XDP_DROP);
+	}
+	/* Everything else finishes in xmv_rx_tc, which counts it. */
+	xdp_write_meta(ctx, &d);
+	return XDP_PASS;
+}
+
+SEC("xdp.frags")
+int xmv_rx_xdp(struct xdp_md *ctx)
+{
+	return parent_rx(ctx, 0);
+}
+
+SEC("xdp.frags")
+int xmv_rx_xdp_meta(struct xdp_md *ctx)
+{
+	return parent_rx(ctx, 1);
+}
+
+/* ---- TC helpers -------------------------------------------------------- */
+
+/* Parses an skb at TC. The stack normally moved the outer tag into
+ * skb->vlan_tci already; a tag still in the bytes is handled as well. */
+static __always_inline int skb_parse(struct __sk_buff *skb, struct frame *f)
+{
+	__u32 need = sizeof(struct ethhdr) + VLAN_HLEN;
+
+	if ((void *)(long)skb->data + need > (void *)(long)skb->data_end)
+		bpf_skb_pull_data(skb, skb->len < need ? skb->len : need);
+	return parse_frame((void *)(long)skb->data, (void *)(long)skb->data_end,
+			   skb->vlan_present ? skb->vlan_proto : 0, skb->vlan_tci, f);
+}
+
+struct flood_ctx {
+	struct __sk_buff *skb;
+	__u32 len;
+	__u32 copies;
+	__u16 vlan;
+	__u8 skip[ETH_ALEN]; /* the sender's MAC */
+};
+
+static long flood_one(__u32 idx, void *data)
+{
+	struct flood_ctx *c = data;
+	struct flood_key key = {.vlan = c->vlan, .idx = idx};
+	struct endpoint *m = bpf_map_lookup_elem(&xmv_flood, &key);
+
+	if (!m || mac_equal(m->mac, c->skip))
+		return 0;
+	/* Egress of the outer veth = ingress of the container's end. */
+	if (bpf_clone_redirect(c->skb, m->ifindex, 0) == 0) {
+		count_rx(&xmv_ep_stats, m->id, c->len);
+		c->copies++;
+	}
+	return 0;
+}
+
+/* Copies a frame to every member of vlan but the one with MAC skip (the
+ * sender). The caller has removed any tag already. */
+static __always_inline void flood(struct __sk_buff *skb, __u16 vlan, __u32 members,
+				  const __u8 *skip)
+{
+	struct flood_ctx c = {.skb = skb, .len = skb->len, .vlan = vlan};
+
+	__builtin_memcpy(c.skip, skip, ETH_ALEN);
+	if (members > MAX_VLAN_MEMBERS) {
+		count_event(EV_FLOOD_TRUNCATED, c.len);
+		members = MAX_VLAN_MEMBERS;
+	}
+	bpf_loop(members, flood_one, &c, 0);
+	count_event(EV_FLOOD_FRAMES, c.len);
+	count_event_n(EV_FLOOD_COPIES, c.copies, (__u64)c.copies * c.len);
+}
+
+/* Removes the frame's 802.1Q tag, from skb metadata or from the bytes. */
+static __always_inline int skb_strip_tag(struct __sk_buff *skb)
+{
+	if ((skb->vlan_present || is_vlan_proto(skb->protocol)) && bpf_skb_vlan_pop(skb)) {
+		count_drop(DROP_HELPER_FAILED, skb->len);
+		return -1;
+	}
+	return 0;
+}
+
+/* Delivers an skb into an endpoint's namespace on the skb path, which keeps
+ * GSO/GRO and checksum offload intact (DESIGN.md). */
+static __always_inline int deliver_skb(struct __sk_buff *skb, __u32 ifindex, __u32 id,
+				       __u16 vlan)
+{
+	if (skb_strip_tag(skb))
+		return TC_ACT_SHOT;
+	count_rx(&xmv_ep_stats, id, skb->len);
+	count_rx(&xmv_vlan_stats, vlan, skb->len);
+	return bpf_redirect_peer(ifindex, 0);
+}
+
+/* ---- tcx ingress on the parent ----------------------------------------- */
+
+SEC("tcx/ingress")
+int xmv_rx_tc(struct __sk_buff *skb)
+{
+	struct rx_meta *m = (void *)(long)skb->data_meta;
+	struct decision d;
+	struct frame f;
+
+	if (skb_parse(skb, &f) < 0) {
+		count_drop(DROP_RUNT, skb->len);
+		return TC_ACT_SHOT;
+	}
+	/* Trust the XDP decision if it saw the same VLAN as the stack did
+	 * (a tag hidden from XDP in skb metadata would read as VID 0). */
+	m = (void *)(long)skb->data_meta;
+	if ((void *)(m + 1) <= (void *)(long)skb->data && m->magic == RX_META_MAGIC &&
+	    m->vlan == f.vlan && !f.stacked) {
+		__builtin_memset(&d, 0, sizeof(d));
+		d.verdict = m->verdict;
+		d.vlan = m->vlan;
+		d.ifindex = m->ifindex;
+		d.id = m->id;
+	} else {
+		classify_rx(&f, &d);
+	}
+
+	switch (d.verdict) {
+	case VERDICT_DELIVER:
+		return deliver_skb(skb, d.ifindex, d.id, d.vlan);
+	case VERDICT_FLOOD: {
+		__u16 vlan = d.vlan;
+		struct network *net = bpf_map_lookup_elem(&xmv_networks, &vlan);
+		__u8 src[ETH_ALEN];
+
+		if (!net)
+			return TC_ACT_OK;
+		__builtin_memcpy(src, f.eth->h_source, ETH_ALEN);
+		if (skb_strip_tag(skb))
+			return TC_ACT_SHOT;
+		count_rx(&xmv_vlan_stats, vlan, skb->len);
+		flood(skb, vlan, net->members, src);
+		/* The host lives on the untagged segment only. */
+		return vlan ? TC_ACT_SHOT : TC_ACT_OK;
+	}
+	case VERDICT_DROP:
+		count_drop(d.reason, skb->len);
+		return TC_ACT_SHOT;
+	default:
+		count_event(EV_HOST_PASS, skb->len);
+		return TC_ACT_OK;
+	}
+}
+
+/* ---- tcx ingress on an endpoint's outer veth (= what it sends) --------- */
+
+/* Sends an endpoint's frame out of the parent, tagged with its VLAN. */
+static __always_inline int to_wire(struct __sk_buff *skb, const struct endpoint *ep,
+				   const struct settings *cfg)
+{
+	if (ep->vlan && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), ep->vlan)) {
+		count_drop(DROP_HELPER_FAILED, skb->len);
+		return TC_ACT_SHOT;
+	}
+	return bpf_redirect(cfg->parent_ifindex, 0);
+}
+
+SEC("tcx/ingress")
+int xmv_ep_tx(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	struct endpoint *ep = bpf_map_lookup_elem(&xmv_endpoints, &ifindex);
+	struct settings *cfg = get_settings();
+	struct frame f;
+
+	if (!ep || !cfg) {
+		count_drop(DROP_NOT_ENDPOINT, skb->len);
+		return TC_ACT_SHOT;
+	}
+	if (skb_parse(skb, &f) < 0) {
+		count_drop(DROP_RUNT, skb->len);
+		return TC_ACT_SHOT;
+	}
+	/* A container never chooses its VLAN: any tag is VLAN hopping. */
+	if (skb->vlan_present || f.tag_in_bytes) {
+		count_drop(DROP_TAGGED_FROM_ENDPOINT, skb->len);
+		return TC_ACT_SHOT;
+	}
+	if (!mac_equal(f.eth->h_source, ep->mac)) {
+		count_drop(DROP_SPOOFED_SRC, skb->len);
+		return TC_ACT_SHOT;
+	}
+
+	__u16 vlan = ep->vlan;
+	struct network *net = bpf_map_lookup_elem(&xmv_networks, &vlan);
+	if (!net) {
+		count_drop(DROP_NOT_ENDPOINT, skb->len);
+		return TC_ACT_SHOT;
+	}
+	count_tx(&xmv_ep_stats, ep->id, skb->len);
+	count_tx(&xmv_vlan_stats, vlan, skb->len);
+
+	if (is_multicast(f.eth->h_dest)) {
+		/* In bridge mode the other members get a copy here; in vepa
+		 * mode the switch reflects it; in private mode nobody does. */
+		if (net->mode == MODE_BRIDGE)
+			flood(skb, vlan, net->members, ep->mac);
+		return to_wire(skb, ep, cfg);
+	}
+
+	struct mac_key key = {.vlan = vlan};
+	__builtin_memcpy(key.mac, f.eth->h_dest, ETH_ALEN);
+	struct endpoint *peer = bpf_map_lookup_elem(&xmv_macs, &key);
+	if (peer) {
+		if (net->mode == MODE_PRIVATE) {
+			count_drop(DROP_PRIVATE_MODE, skb->len);
+			return TC_ACT_SHOT;
+		}
+		if (net->mode == MODE_BRIDGE) {
+			count_event(EV_LOCAL_SWITCH, skb->len);
+			count_rx(&xmv_ep_stats, peer->id, skb->len);
+			count_rx(&xmv_vlan_stats, vlan, skb->len);
+			return bpf_redirect_peer(peer->ifindex, 0);
+		}
+	}
+	return to_wire(skb, ep, cfg);
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/xmacvlan/xmacvlan/loader"
+)
+
+func newAttachCmd(g *globals) *cobra.Command {
+	var mode string
+	cmd := &cobra.Command{
+		Use:   "attach PARENT",
+		Short: "Attach the datapath to a parent NIC (again: upgrade it in place)",
+		Long: "Loads the XDP and tcx programs on PARENT and pins them with the tables under --bpffs,\n" +
+			"so the datapath keeps forwarding after this command exits. On an attached parent it\n" +
+			"keeps the tables and replaces changed programs atomically.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := loader.ParseXDPMode(mode)
+			if err != nil {
+				return err
+			}
+			res, err := loader.Attach(loader.AttachOptions{Root: g.root, Parent: args[0], Mode: m})
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if g.output == "json" {
+				return writeJSON(w, res)
+			}
+			verb := "re-attached (state reused)"
+			if res.New {
+				verb = "attached"
+			}
+			fmt.Fprintf(w, "%s %s: XDP %s mode (%s), tcx ingress\n", verb, res.Parent, res.XDPMode, res.Program)
+			if len(res.Upgraded) > 0 {
+				fmt.Fprintf(w, "upgraded in place: %s\n", strings.Join(res.Upgraded, ", "))
+			}
+			for _, n := range res.Notes {
+				fmt.Fprintln(w, n)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&mode, "mode", "auto", "XDP mode: auto (native, else generic), native or generic")
+	return cmd
+}
+
+func newDetachCmd(g *globals) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "detach PARENT",
+		Short: "Remove the datapath, its links and pins from a parent",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := loader.Detach(g.root, args[0], force); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return writeJSON(cmd.OutOrStdout(), map[string]string{"detached": args[0]})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "detached %s\n", args[0])
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "also delete the parent's endpoints")
+	return cmd
+}

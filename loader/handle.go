@@ -1,0 +1,96 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/xmacvlan/xmacvlan/maps"
+)
+
+// Handle is an attached parent opened for changes. It holds the root's
+// lock until Close, so a sequence of changes is one critical section.
+type Handle struct {
+	Parent string
+	Dir    string
+	Tables *maps.Tables
+	lock   *os.File
+}
+
+// ErrNotAttached is returned by Open for a parent with no pinned state.
+var ErrNotAttached = errors.New("not attached")
+
+// Open locks root and opens the tables of an attached parent.
+func Open(root, parent string) (*Handle, error) {
+	if err := checkParentName(parent); err != nil {
+		return nil, err
+	}
+	lock, err := lockRoot(root)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(root, parent)
+	if !exists(filepath.Join(dir, pinRxTCLink)) {
+		unlock(lock)
+		return nil, fmt.Errorf("%s is %w: run `xmacvlan attach %s` first", parent, ErrNotAttached, parent)
+	}
+	tables, err := maps.OpenPinned(dir)
+	if err != nil {
+		unlock(lock)
+		return nil, err
+	}
+	return &Handle{Parent: parent, Dir: dir, Tables: tables, lock: lock}, nil
+}
+
+// Close releases the tables and the lock.
+func (h *Handle) Close() {
+	h.Tables.Close()
+	unlock(h.lock)
+}
+
+func (h *Handle) endpointLinkPin(ifindex int) string {
+	return filepath.Join(h.Dir, fmt.Sprintf("%s%d", pinEpLinkPref, ifindex))
+}
+
+// AddEndpoint hooks the transmit program to the endpoint's outer veth, then
+// registers it in the tables (the receive path last). On failure nothing
+// of it is left.
+func (h *Handle) AddEndpoint(ep maps.Endpoint) (added maps.Endpoint, err error) {
+	prog, err := ebpf.LoadPinnedProgram(filepath.Join(h.Dir, pinEpTxProg), nil)
+	if err != nil {
+		return ep, fmt.Errorf("open the endpoint program: %w", err)
+	}
+	defer prog.Close()
+	pin := h.endpointLinkPin(ep.Ifindex)
+	if exists(pin) { // a leftover of an endpoint whose veth is gone
+		if err := removeLink(pin); err != nil {
+			return ep, err
+		}
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ep.Ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		return ep, fmt.Errorf("attach to endpoint ifindex %d: %w", ep.Ifindex, err)
+	}
+	defer l.Close()
+	if err := l.Pin(pin); err != nil {
+		return ep, fmt.Errorf("pin endpoint link: %w", err)
+	}
+	added, err = h.Tables.AddEndpoint(ep)
+	if err != nil {
+		l.Unpin()
+		return ep, err
+	}
+	return added, nil
+}
+
+// RemoveEndpoint is the reverse of AddEndpoint. It is idempotent.
+func (h *Handle) RemoveEndpoint(ifindex int) error {
+	if err := h.Tables.DeleteEndpoint(ifindex); err != nil {
+		return err
+	}
+	return removeLink(h.endpointLinkPin(ifindex))
+}

@@ -1,0 +1,155 @@
+package loader
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+
+	"github.com/xmacvlan/xmacvlan/maps"
+)
+
+// ParentStatus is what `xmacvlan status` reports for one parent.
+type ParentStatus struct {
+	Parent   string         `json:"parent"`
+	Ifindex  int            `json:"ifindex"`
+	Present  bool           `json:"present"` // the interface exists here with that ifindex
+	XDPMode  XDPMode        `json:"xdp_mode"`
+	Hairpin  bool           `json:"hairpin"`
+	Links    []LinkStatus   `json:"links"`
+	Tables   []TableStatus  `json:"tables"`
+	Settings *maps.Settings `json:"settings,omitempty"`
+	Error    string         `json:"error,omitempty"`
+}
+
+// LinkStatus describes one pinned link and the program it runs.
+type LinkStatus struct {
+	Pin       string `json:"pin"`
+	Hook      string `json:"hook"`
+	Ifindex   int    `json:"ifindex"`
+	Alive     bool   `json:"alive"`
+	LinkID    int    `json:"link_id"`
+	ProgramID int    `json:"program_id"`
+	Program   string `json:"program"`
+	Tag       string `json:"tag"`
+}
+
+// TableStatus is one table's fill level.
+type TableStatus struct {
+	Name    string `json:"name"`
+	Entries int    `json:"entries"`
+	Max     int    `json:"max"`
+}
+
+// tablesCounted are the tables whose fill level matters (the counters are
+// fixed-size arrays).
+var tablesCounted = []string{"xmv_networks", "xmv_macs", "xmv_endpoints", "xmv_redirect", "xmv_flood"}
+
+// Status reports every parent attached under root, or only the one named.
+func Status(root, only string) ([]ParentStatus, error) {
+	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	lock, err := lockRoot(root)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock(lock)
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, err
+	}
+	var out []ParentStatus
+	for _, e := range entries {
+		if !e.IsDir() || (only != "" && e.Name() != only) {
+			continue
+		}
+		out = append(out, parentStatus(filepath.Join(root, e.Name())))
+	}
+	return out, nil
+}
+
+func parentStatus(dir string) ParentStatus {
+	st := ParentStatus{Parent: filepath.Base(dir), XDPMode: "none"}
+	tables, err := maps.OpenPinned(dir)
+	if err != nil {
+		st.Error = err.Error()
+		return st
+	}
+	defer tables.Close()
+	if s, err := tables.Settings(); err == nil {
+		st.Settings = &s
+		st.Ifindex = s.ParentIfindex
+		st.Hairpin = s.Hairpin
+	}
+	if l, err := netlink.LinkByName(st.Parent); err == nil && l.Attrs().Index == st.Ifindex {
+		st.Present = true
+		st.XDPMode = xdpModeOf(l)
+		if st.XDPMode == "none" && exists(filepath.Join(dir, pinRxTCLink)) {
+			st.XDPMode = ModeGeneric // tcx alone: see attachXDP
+		}
+	}
+	for _, name := range tablesCounted {
+		m := tables.Maps()[name]
+		st.Tables = append(st.Tables, TableStatus{Name: name, Entries: countEntries(m), Max: int(m.MaxEntries())})
+	}
+
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "link_") {
+			st.Links = append(st.Links, linkStatus(filepath.Join(dir, e.Name())))
+		}
+	}
+	slices.SortFunc(st.Links, func(a, b LinkStatus) int { return strings.Compare(a.Pin, b.Pin) })
+	return st
+}
+
+func linkStatus(pin string) LinkStatus {
+	ls := LinkStatus{Pin: filepath.Base(pin)}
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		return ls
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return ls
+	}
+	ls.LinkID = int(info.ID)
+	switch {
+	case info.XDP() != nil:
+		ls.Hook, ls.Ifindex = "xdp", int(info.XDP().Ifindex)
+	case info.TCX() != nil:
+		ls.Hook, ls.Ifindex = "tcx-"+tcxDirection(info.TCX().AttachType), int(info.TCX().Ifindex)
+	}
+	ls.Alive = ls.Ifindex != 0
+	if p, pi, err := linkProgram(l); err == nil {
+		p.Close()
+		id, _ := pi.ID()
+		ls.ProgramID, ls.Program, ls.Tag = int(id), pi.Name, pi.Tag
+	}
+	return ls
+}
+
+func tcxDirection[T ~uint32](at T) string {
+	if ebpf.AttachType(at) == ebpf.AttachTCXEgress {
+		return "egress"
+	}
+	return "ingress"
+}
+
+// countEntries walks a hash table.
+func countEntries(m *ebpf.Map) int {
+	n := 0
+	key, val := make([]byte, m.KeySize()), make([]byte, m.ValueSize())
+	it := m.Iterate()
+	for it.Next(&key, &val) {
+		n++
+	}
+	return n
+}

@@ -1,0 +1,176 @@
+package maps
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/xmacvlan/xmacvlan/bpf"
+)
+
+// Traffic is one endpoint's or VLAN's counters, summed over CPUs. rx is
+// towards the endpoint (from the wire or a neighbour), tx from it.
+type Traffic struct {
+	RxPackets uint64 `json:"rx_packets"`
+	RxBytes   uint64 `json:"rx_bytes"`
+	TxPackets uint64 `json:"tx_packets"`
+	TxBytes   uint64 `json:"tx_bytes"`
+}
+
+// Count is a packet and byte count, summed over CPUs.
+type Count struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// DropReason mirrors enum drop_reason in bpf/types.h.
+type DropReason uint32
+
+// EventKind mirrors enum event in bpf/types.h.
+type EventKind uint32
+
+type described struct{ name, help string }
+
+// Indexed by the C enums: the array length makes the compiler reject a
+// table longer than the enum; TestEveryReasonDescribed rejects a shorter one.
+var dropReasons = [bpf.XmacvlanDropReasonDROP_REASON_MAX]described{
+	bpf.XmacvlanDropReasonDROP_RUNT:                 {"runt", "frame shorter than its Ethernet/802.1Q header"},
+	bpf.XmacvlanDropReasonDROP_UNKNOWN_VLAN:         {"unknown_vlan", "tagged with a VLAN that has no network on this parent"},
+	bpf.XmacvlanDropReasonDROP_STACKED_VLAN:         {"stacked_vlan", "802.1ad (QinQ) or double-tagged frame; never forwarded into a VLAN"},
+	bpf.XmacvlanDropReasonDROP_UNKNOWN_DST:          {"unknown_dst", "unicast to a MAC no endpoint has, on a tagged VLAN"},
+	bpf.XmacvlanDropReasonDROP_SPOOFED_SRC:          {"spoofed_src", "endpoint sent a frame whose source MAC is not its own"},
+	bpf.XmacvlanDropReasonDROP_TAGGED_FROM_ENDPOINT: {"tagged_from_endpoint", "endpoint sent an 802.1Q/802.1ad-tagged frame (VLAN hopping)"},
+	bpf.XmacvlanDropReasonDROP_PRIVATE_MODE:         {"private_mode", "endpoint to endpoint inside a private network"},
+	bpf.XmacvlanDropReasonDROP_NOT_ENDPOINT:         {"not_endpoint", "frame from an interface that is not (or no longer) an endpoint"},
+	bpf.XmacvlanDropReasonDROP_HELPER_FAILED:        {"helper_failed", "a VLAN tag push/pop or head adjustment failed in the kernel"},
+}
+
+var events = [bpf.XmacvlanEventEV_MAX]described{
+	bpf.XmacvlanEventEV_HOST_PASS:           {"host_pass", "frames from the wire left to the host stack"},
+	bpf.XmacvlanEventEV_FLOOD_FRAMES:        {"flood_frames", "broadcast/multicast frames flooded inside their VLAN"},
+	bpf.XmacvlanEventEV_FLOOD_COPIES:        {"flood_copies", "copies made by flooding"},
+	bpf.XmacvlanEventEV_FLOOD_TRUNCATED:     {"flood_truncated", "floods cut short at the per-VLAN member bound"},
+	bpf.XmacvlanEventEV_LOCAL_SWITCH:        {"local_switch", "endpoint to endpoint frames switched on this host"},
+	bpf.XmacvlanEventEV_HAIRPIN_TO_HOST:     {"hairpin_to_host", "endpoint to host frames (hairpin)"},
+	bpf.XmacvlanEventEV_HAIRPIN_TO_ENDPOINT: {"hairpin_to_endpoint", "host to endpoint frames (hairpin)"},
+	bpf.XmacvlanEventEV_XDP_REDIRECT:        {"xdp_redirect", "frames delivered by native XDP redirect"},
+}
+
+// DropReasons lists every reason, in enum order.
+func DropReasons() []DropReason {
+	out := make([]DropReason, len(dropReasons))
+	for i := range out {
+		out[i] = DropReason(i)
+	}
+	return out
+}
+
+// EventKinds lists every event, in enum order.
+func EventKinds() []EventKind {
+	out := make([]EventKind, len(events))
+	for i := range out {
+		out[i] = EventKind(i)
+	}
+	return out
+}
+
+func (r DropReason) String() string {
+	if int(r) < len(dropReasons) {
+		return dropReasons[r].name
+	}
+	return fmt.Sprintf("reason_%d", uint32(r))
+}
+
+// Explain says in words why a frame was dropped.
+func (r DropReason) Explain() string {
+	if int(r) < len(dropReasons) {
+		return dropReasons[r].help
+	}
+	return "unknown reason"
+}
+
+func (e EventKind) String() string {
+	if int(e) < len(events) {
+		return events[e].name
+	}
+	return fmt.Sprintf("event_%d", uint32(e))
+}
+
+// Explain says in words what an event counts.
+func (e EventKind) Explain() string {
+	if int(e) < len(events) {
+		return events[e].help
+	}
+	return "unknown event"
+}
+
+// EndpointTraffic reads the counters of the endpoint with counter slot id.
+func (t *Tables) EndpointTraffic(id int) (Traffic, error) {
+	return readTraffic(t.epStats, uint32(id))
+}
+
+// VLANTraffic reads a VLAN's counters.
+func (t *Tables) VLANTraffic(vlan uint16) (Traffic, error) {
+	return readTraffic(t.vlanStats, uint32(vlan))
+}
+
+// Drops reads the drop counters, indexed by DropReason.
+func (t *Tables) Drops() ([]Count, error) {
+	out := make([]Count, len(dropReasons))
+	for i := range out {
+		var perCPU []bpf.XmacvlanCount
+		if err := t.drops.Lookup(uint32(i), &perCPU); err != nil {
+			return nil, fmt.Errorf("read drop counters: %w", err)
+		}
+		out[i] = sumCounts(perCPU)
+	}
+	return out, nil
+}
+
+// Events reads the event counters, indexed by EventKind.
+func (t *Tables) Events() ([]Count, error) {
+	out := make([]Count, len(events))
+	for i := range out {
+		var perCPU []bpf.XmacvlanCount
+		if err := t.events.Lookup(uint32(i), &perCPU); err != nil {
+			return nil, fmt.Errorf("read event counters: %w", err)
+		}
+		out[i] = sumCounts(perCPU)
+	}
+	return out, nil
+}
+
+func readTraffic(m *ebpf.Map, key uint32) (Traffic, error) {
+	var perCPU []bpf.XmacvlanTraffic
+	if err := m.Lookup(key, &perCPU); err != nil {
+		return Traffic{}, fmt.Errorf("read counters %d: %w", key, err)
+	}
+	var sum Traffic
+	for _, c := range perCPU {
+		sum.RxPackets += c.RxPackets
+		sum.RxBytes += c.RxBytes
+		sum.TxPackets += c.TxPackets
+		sum.TxBytes += c.TxBytes
+	}
+	return sum, nil
+}
+
+func sumCounts(perCPU []bpf.XmacvlanCount) Count {
+	var sum Count
+	for _, c := range perCPU {
+		sum.Packets += c.Packets
+		sum.Bytes += c.Bytes
+	}
+	return sum
+}
+
+// zeroStats resets an endpoint's counter slot before the slot is reused.
+func (t *Tables) zeroStats(id int) error {
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return err
+	}
+	if err := t.epStats.Update(uint32(id), make([]bpf.XmacvlanTraffic, cpus), 0); err != nil {
+		return fmt.Errorf("reset counters of endpoint %d: %w", id, err)
+	}
+	return nil
+}

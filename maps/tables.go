@@ -1,0 +1,395 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/xmacvlan/xmacvlan/bpf"
+)
+
+// Mode is a network's forwarding mode, as in kernel macvlan.
+type Mode uint32
+
+const (
+	Bridge  = Mode(bpf.XmacvlanNetModeMODE_BRIDGE)
+	Private = Mode(bpf.XmacvlanNetModeMODE_PRIVATE)
+	VEPA    = Mode(bpf.XmacvlanNetModeMODE_VEPA)
+)
+
+var modeNames = map[Mode]string{Bridge: "bridge", Private: "private", VEPA: "vepa"}
+
+func (m Mode) String() string {
+	if s, ok := modeNames[m]; ok {
+		return s
+	}
+	return fmt.Sprintf("mode(%d)", uint32(m))
+}
+
+// ParseMode accepts bridge, private or vepa.
+func ParseMode(s string) (Mode, error) {
+	for m, name := range modeNames {
+		if name == s {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("invalid mode %q: want bridge, private or vepa", s)
+}
+
+func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+func (m *Mode) UnmarshalText(b []byte) (err error) {
+	*m, err = ParseMode(string(b))
+	return err
+}
+
+// Network is one VLAN's entry. VLAN 0 is the untagged segment.
+type Network struct {
+	VLAN    uint16 `json:"vlan"`
+	Mode    Mode   `json:"mode"`
+	Members int    `json:"members"`
+	MTU     int    `json:"mtu,omitempty"`
+}
+
+// Endpoint is one container interface as the datapath sees it.
+type Endpoint struct {
+	Ifindex     int              `json:"ifindex"` // outer veth, in the parent's namespace
+	ID          int              `json:"id"`      // counter slot, assigned by AddEndpoint
+	VLAN        uint16           `json:"vlan"`
+	MAC         net.HardwareAddr `json:"mac"`
+	XDPDelivery bool             `json:"xdp_delivery"`
+	Host        bool             `json:"host"`
+}
+
+// CheckVLAN accepts 0 (untagged) to 4094.
+func CheckVLAN(vlan int) error {
+	if vlan < 0 || vlan > MaxVLAN {
+		return fmt.Errorf("VLAN %d outside 1..%d", vlan, MaxVLAN)
+	}
+	return nil
+}
+
+// CheckMAC accepts a unicast, non-zero Ethernet address.
+func CheckMAC(mac net.HardwareAddr) error {
+	switch {
+	case len(mac) != 6:
+		return fmt.Errorf("MAC %q is not a 6-byte Ethernet address", mac)
+	case mac[0]&1 != 0:
+		return fmt.Errorf("MAC %s is multicast; an endpoint needs a unicast address", mac)
+	case slices.Equal(mac, make(net.HardwareAddr, 6)):
+		return fmt.Errorf("MAC %s is all zeros", mac)
+	}
+	return nil
+}
+
+func (ep Endpoint) raw() bpf.XmacvlanEndpoint {
+	raw := bpf.XmacvlanEndpoint{Ifindex: uint32(ep.Ifindex), Id: uint32(ep.ID), Vlan: ep.VLAN}
+	copy(raw.Mac[:], ep.MAC)
+	if ep.XDPDelivery {
+		raw.Flags |= bpf.XmacvlanEndpointFlagsEP_XDP_DELIVERY
+	}
+	if ep.Host {
+		raw.Flags |= bpf.XmacvlanEndpointFlagsEP_HOST
+	}
+	return raw
+}
+
+func endpointFromRaw(raw bpf.XmacvlanEndpoint) Endpoint {
+	return Endpoint{
+		Ifindex:     int(raw.Ifindex),
+		ID:          int(raw.Id),
+		VLAN:        raw.Vlan,
+		MAC:         append(net.HardwareAddr(nil), raw.Mac[:]...),
+		XDPDelivery: raw.Flags&bpf.XmacvlanEndpointFlagsEP_XDP_DELIVERY != 0,
+		Host:        raw.Flags&bpf.XmacvlanEndpointFlagsEP_HOST != 0,
+	}
+}
+
+func macKey(vlan uint16, mac net.HardwareAddr) bpf.XmacvlanMacKey {
+	k := bpf.XmacvlanMacKey{Vlan: vlan}
+	copy(k.Mac[:], mac)
+	return k
+}
+
+// AddNetwork creates the entry for vlan. It fails if one exists.
+func (t *Tables) AddNetwork(n Network) error {
+	if err := CheckVLAN(int(n.VLAN)); err != nil {
+		return err
+	}
+	if _, ok := modeNames[n.Mode]; !ok {
+		return fmt.Errorf("invalid mode %d", n.Mode)
+	}
+	raw := bpf.XmacvlanNetwork{Mode: bpf.XmacvlanNetMode(n.Mode), Mtu: uint32(n.MTU)}
+	err := t.networks.Update(n.VLAN, raw, ebpf.UpdateNoExist)
+	switch {
+	case errors.Is(err, ebpf.ErrKeyExist):
+		return fmt.Errorf("VLAN %d already has a network", n.VLAN)
+	case err != nil:
+		return fullOr(err, "networks")
+	}
+	return nil
+}
+
+// Network returns the entry for vlan; ok is false if there is none.
+func (t *Tables) Network(vlan uint16) (n Network, ok bool, err error) {
+	var raw bpf.XmacvlanNetwork
+	err = t.networks.Lookup(vlan, &raw)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return Network{}, false, nil
+	}
+	if err != nil {
+		return Network{}, false, err
+	}
+	return Network{VLAN: vlan, Mode: Mode(raw.Mode), Members: int(raw.Members), MTU: int(raw.Mtu)}, true, nil
+}
+
+// Networks lists every entry, ordered by VLAN.
+func (t *Tables) Networks() ([]Network, error) {
+	var (
+		vlan uint16
+		raw  bpf.XmacvlanNetwork
+		out  []Network
+	)
+	it := t.networks.Iterate()
+	for it.Next(&vlan, &raw) {
+		out = append(out, Network{VLAN: vlan, Mode: Mode(raw.Mode), Members: int(raw.Members), MTU: int(raw.Mtu)})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
+	}
+	slices.SortFunc(out, func(a, b Network) int { return int(a.VLAN) - int(b.VLAN) })
+	return out, nil
+}
+
+// DeleteNetwork removes vlan's entry; it refuses while endpoints use it.
+func (t *Tables) DeleteNetwork(vlan uint16) error {
+	n, ok, err := t.Network(vlan)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return fmt.Errorf("VLAN %d has no network", vlan)
+	case n.Members > 0:
+		return fmt.Errorf("VLAN %d still has %d endpoints", vlan, n.Members)
+	}
+	return t.networks.Delete(vlan)
+}
+
+// AddEndpoint registers ep and returns it with its counter slot assigned.
+// Tables the receive path reads are written last, so no frame is forwarded
+// to an endpoint that is not complete.
+func (t *Tables) AddEndpoint(ep Endpoint) (Endpoint, error) {
+	if err := CheckMAC(ep.MAC); err != nil {
+		return ep, err
+	}
+	if ep.Ifindex <= 0 {
+		return ep, fmt.Errorf("invalid ifindex %d", ep.Ifindex)
+	}
+	n, ok, err := t.Network(ep.VLAN)
+	switch {
+	case err != nil:
+		return ep, err
+	case !ok:
+		return ep, fmt.Errorf("VLAN %d has no network", ep.VLAN)
+	case n.Members >= MaxVLANMembers:
+		return ep, fmt.Errorf("VLAN %d has %d endpoints, the most one VLAN floods to: %w", ep.VLAN, n.Members, ErrFull)
+	}
+	if other, ok, err := t.EndpointByMAC(ep.VLAN, ep.MAC); err != nil {
+		return ep, err
+	} else if ok {
+		return ep, fmt.Errorf("MAC %s is already used on VLAN %d (ifindex %d)", ep.MAC, ep.VLAN, other.Ifindex)
+	}
+	if _, ok, err := t.Endpoint(ep.Ifindex); err != nil {
+		return ep, err
+	} else if ok {
+		return ep, fmt.Errorf("ifindex %d is already an endpoint", ep.Ifindex)
+	}
+	if ep.ID, err = t.freeID(); err != nil {
+		return ep, err
+	}
+
+	undo := []func(){}
+	fail := func(err error) (Endpoint, error) {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return ep, err
+	}
+	if err := t.zeroStats(ep.ID); err != nil {
+		return fail(err)
+	}
+	raw := ep.raw()
+	if err := t.endpoints.Update(uint32(ep.Ifindex), raw, ebpf.UpdateNoExist); err != nil {
+		return fail(fullOr(err, "endpoints"))
+	}
+	undo = append(undo, func() { t.endpoints.Delete(uint32(ep.Ifindex)) })
+	if ep.XDPDelivery {
+		if err := t.redirect.Update(uint32(ep.Ifindex), uint32(ep.Ifindex), ebpf.UpdateAny); err != nil {
+			return fail(fullOr(err, "redirect"))
+		}
+		undo = append(undo, func() { t.redirect.Delete(uint32(ep.Ifindex)) })
+	}
+	if err := t.floodAdd(ep.VLAN, raw); err != nil {
+		return fail(err)
+	}
+	undo = append(undo, func() { t.floodRemove(ep.VLAN, uint32(ep.Ifindex)) })
+	if err := t.macs.Update(macKey(ep.VLAN, ep.MAC), raw, ebpf.UpdateNoExist); err != nil {
+		return fail(fullOr(err, "MAC"))
+	}
+	return ep, nil
+}
+
+// DeleteEndpoint removes the endpoint whose outer veth is ifindex, in the
+// reverse order of AddEndpoint. Removing a missing endpoint is not an error.
+func (t *Tables) DeleteEndpoint(ifindex int) error {
+	ep, ok, err := t.Endpoint(ifindex)
+	if err != nil || !ok {
+		return err
+	}
+	if err := t.macs.Delete(macKey(ep.VLAN, ep.MAC)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete MAC entry: %w", err)
+	}
+	if err := t.floodRemove(ep.VLAN, uint32(ifindex)); err != nil {
+		return err
+	}
+	if err := t.redirect.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete redirect entry: %w", err)
+	}
+	if err := t.endpoints.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete endpoint entry: %w", err)
+	}
+	return nil
+}
+
+// Endpoint looks up an endpoint by its outer ifindex.
+func (t *Tables) Endpoint(ifindex int) (Endpoint, bool, error) {
+	var raw bpf.XmacvlanEndpoint
+	err := t.endpoints.Lookup(uint32(ifindex), &raw)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return Endpoint{}, false, nil
+	}
+	if err != nil {
+		return Endpoint{}, false, fmt.Errorf("look up endpoint %d: %w", ifindex, err)
+	}
+	return endpointFromRaw(raw), true, nil
+}
+
+// EndpointByMAC looks up the MAC table.
+func (t *Tables) EndpointByMAC(vlan uint16, mac net.HardwareAddr) (Endpoint, bool, error) {
+	var raw bpf.XmacvlanEndpoint
+	err := t.macs.Lookup(macKey(vlan, mac), &raw)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return Endpoint{}, false, nil
+	}
+	if err != nil {
+		return Endpoint{}, false, fmt.Errorf("look up MAC %s: %w", mac, err)
+	}
+	return endpointFromRaw(raw), true, nil
+}
+
+// Endpoints lists every endpoint, ordered by VLAN then ID.
+func (t *Tables) Endpoints() ([]Endpoint, error) {
+	var (
+		key uint32
+		raw bpf.XmacvlanEndpoint
+		out []Endpoint
+	)
+	it := t.endpoints.Iterate()
+	for it.Next(&key, &raw) {
+		out = append(out, endpointFromRaw(raw))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list endpoints: %w", err)
+	}
+	slices.SortFunc(out, func(a, b Endpoint) int {
+		if a.VLAN != b.VLAN {
+			return int(a.VLAN) - int(b.VLAN)
+		}
+		return a.ID - b.ID
+	})
+	return out, nil
+}
+
+// freeID returns the lowest counter slot no endpoint uses.
+func (t *Tables) freeID() (int, error) {
+	eps, err := t.Endpoints()
+	if err != nil {
+		return 0, err
+	}
+	used := make([]bool, MaxEndpoints)
+	for _, ep := range eps {
+		used[ep.ID] = true
+	}
+	for id, u := range used {
+		if !u {
+			return id, nil
+		}
+	}
+	return 0, fmt.Errorf("%d endpoints on this parent: %w", MaxEndpoints, ErrFull)
+}
+
+// floodAdd appends ep to vlan's flood list: the slot first, then the count
+// that makes the datapath read it.
+func (t *Tables) floodAdd(vlan uint16, ep bpf.XmacvlanEndpoint) error {
+	n, _, err := t.Network(vlan)
+	if err != nil {
+		return err
+	}
+	key := bpf.XmacvlanFloodKey{Vlan: vlan, Idx: uint16(n.Members)}
+	if err := t.flood.Update(key, ep, ebpf.UpdateAny); err != nil {
+		return fullOr(err, "flood")
+	}
+	return t.setMembers(vlan, n.Members+1)
+}
+
+// floodRemove takes ifindex out of vlan's flood list, moving the last
+// member into its slot so the list stays dense.
+func (t *Tables) floodRemove(vlan uint16, ifindex uint32) error {
+	n, ok, err := t.Network(vlan)
+	if err != nil || !ok {
+		return err
+	}
+	last := bpf.XmacvlanFloodKey{Vlan: vlan, Idx: uint16(n.Members - 1)}
+	for i := 0; i < n.Members; i++ {
+		key := bpf.XmacvlanFloodKey{Vlan: vlan, Idx: uint16(i)}
+		var m bpf.XmacvlanEndpoint
+		if err := t.flood.Lookup(key, &m); err != nil || m.Ifindex != ifindex {
+			continue
+		}
+		if err := t.setMembers(vlan, n.Members-1); err != nil {
+			return err
+		}
+		if key != last {
+			var moved bpf.XmacvlanEndpoint
+			if err := t.flood.Lookup(last, &moved); err != nil {
+				return fmt.Errorf("flood list of VLAN %d: %w", vlan, err)
+			}
+			if err := t.flood.Update(key, moved, ebpf.UpdateExist); err != nil {
+				return fmt.Errorf("flood list of VLAN %d: %w", vlan, err)
+			}
+		}
+		return t.flood.Delete(last)
+	}
+	return nil
+}
+
+func (t *Tables) setMembers(vlan uint16, members int) error {
+	var raw bpf.XmacvlanNetwork
+	if err := t.networks.Lookup(vlan, &raw); err != nil {
+		return fmt.Errorf("network %d: %w", vlan, err)
+	}
+	raw.Members = uint32(members)
+	return t.networks.Update(vlan, raw, ebpf.UpdateExist)
+}
+
+// fullOr turns the kernel's "no room" into ErrFull.
+func fullOr(err error, table string) error {
+	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOSPC) {
+		return fmt.Errorf("%s table: %w", table, ErrFull)
+	}
+	return fmt.Errorf("%s table: %w", table, err)
+}

@@ -1,0 +1,225 @@
+// Package test holds the integration tests: real frames, pings and TCP
+// between network namespaces through the attached datapath. Each test
+// builds its own namespaces (unique names) and removes them, even when it
+// fails.
+//
+// The switch is a plain Linux bridge: this kernel has no bridge VLAN
+// filtering and no 8021q, so the bridge carries tagged frames through
+// untouched, like a trunk, and only xmacvlan hosts speak on VLANs.
+package test
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/xmacvlan/xmacvlan/internal/ethtool"
+	"github.com/xmacvlan/xmacvlan/internal/testutil"
+	"github.com/xmacvlan/xmacvlan/loader"
+	"github.com/xmacvlan/xmacvlan/maps"
+)
+
+// lab is a switch namespace with bridge br0 (10.0.0.1/24 on the untagged
+// segment) and the hosts plugged into it.
+type lab struct {
+	t     *testing.T
+	sw    *testutil.Netns
+	hosts int
+}
+
+// host is one machine on the switch: its own namespace, parent ens33 and
+// xmacvlan state root.
+type host struct {
+	lab    *lab
+	ns     *testutil.Netns
+	parent string
+	port   string // the switch's end of the parent's veth
+	root   string
+}
+
+func newLab(t *testing.T) *lab {
+	testutil.Privileged(t)
+	l := &lab{t: t, sw: testutil.NewNetns(t, "xs")}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
+	if err := l.sw.NL.LinkAdd(br); err != nil {
+		t.Fatalf("bridge: %v", err)
+	}
+	up(t, l.sw, "br0")
+	addr(t, l.sw, "br0", "10.0.0.1/24")
+	return l
+}
+
+// host plugs a new host into the switch.
+func (l *lab) host() *host {
+	t := l.t
+	l.hosts++
+	h := &host{
+		lab:    l,
+		ns:     testutil.NewNetns(t, "xh"),
+		parent: "ens33",
+		port:   fmt.Sprintf("p%d", l.hosts),
+		root:   filepath.Join("/sys/fs/bpf", testutil.Name("xt")),
+	}
+	t.Cleanup(func() { os.RemoveAll(h.root) })
+	veth(t, h.ns, h.parent, l.sw, h.port)
+	port, err := l.sw.NL.LinkByName(h.port)
+	if err == nil {
+		err = l.sw.NL.LinkSetMasterByIndex(port, mustLink(t, l.sw, "br0").Attrs().Index)
+	}
+	if err != nil {
+		t.Fatalf("plug %s into br0: %v", h.port, err)
+	}
+	return h
+}
+
+// veth creates a veth with one end in a and one in b, both up.
+func veth(t testing.TB, a *testutil.Netns, aName string, b *testutil.Netns, bName string) {
+	t.Helper()
+	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: aName}, PeerName: bName, PeerNamespace: netlink.NsFd(b.Handle)}
+	if err := a.NL.LinkAdd(v); err != nil {
+		t.Fatalf("veth %s/%s: %v", aName, bName, err)
+	}
+	up(t, a, aName)
+	up(t, b, bName)
+}
+
+func mustLink(t testing.TB, ns *testutil.Netns, name string) netlink.Link {
+	t.Helper()
+	l, err := ns.NL.LinkByName(name)
+	if err != nil {
+		t.Fatalf("%s in %s: %v", name, ns.Name, err)
+	}
+	return l
+}
+
+func up(t testing.TB, ns *testutil.Netns, name string) netlink.Link {
+	t.Helper()
+	link := mustLink(t, ns, name)
+	if err := ns.NL.LinkSetUp(link); err != nil {
+		t.Fatalf("%s up in %s: %v", name, ns.Name, err)
+	}
+	return link
+}
+
+func addr(t testing.TB, ns *testutil.Netns, dev, cidr string) {
+	t.Helper()
+	a, err := netlink.ParseAddr(cidr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Flags = unix.IFA_F_NODAD // usable at once
+	if err := ns.NL.AddrAdd(mustLink(t, ns, dev), a); err != nil {
+		t.Fatalf("address %s on %s: %v", cidr, dev, err)
+	}
+}
+
+// attach runs loader.Attach in the host's namespace; detach is cleanup.
+func (h *host) attach(mode loader.XDPMode) *loader.AttachResult {
+	t := h.lab.t
+	t.Helper()
+	var res *loader.AttachResult
+	err := h.ns.Do(func() (err error) {
+		res, err = loader.Attach(loader.AttachOptions{Root: h.root, Parent: h.parent, Mode: mode})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	t.Cleanup(func() { h.ns.Do(func() error { return loader.Detach(h.root, h.parent, true) }) })
+	return res
+}
+
+// tables runs f with the host's tables open.
+func (h *host) tables(f func(*maps.Tables) error) {
+	t := h.lab.t
+	t.Helper()
+	hd, err := loader.Open(h.root, h.parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hd.Close()
+	if err := f(hd.Tables); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (h *host) network(vlan uint16, mode maps.Mode) {
+	h.tables(func(tb *maps.Tables) error { return tb.AddNetwork(maps.Network{VLAN: vlan, Mode: mode}) })
+}
+
+// container is an endpoint: a namespace whose eth0 is the inner end of a
+// veth, the outer end registered on the host's parent.
+type container struct {
+	ns      *testutil.Netns
+	mac     net.HardwareAddr
+	ip      string
+	outer   string
+	ifindex int // of the outer end, in the host's namespace
+	ep      maps.Endpoint
+}
+
+// container builds an endpoint by hand, as the endpoint code would: veth,
+// inner end configured, then registered through the Go API.
+func (h *host) container(vlan uint16, mac, cidr string, xdp bool) *container {
+	t := h.lab.t
+	t.Helper()
+	c := &container{ns: testutil.NewNetns(t, "xc"), mac: mustMAC(mac), outer: testutil.Name("xmv")}
+	veth(t, h.ns, c.outer, c.ns, "eth0")
+	if err := c.ns.NL.LinkSetHardwareAddr(mustLink(t, c.ns, "eth0"), c.mac); err != nil {
+		t.Fatal(err)
+	}
+	if cidr != "" {
+		c.ip = strings.Split(cidr, "/")[0]
+		addr(t, c.ns, "eth0", cidr)
+	}
+	if xdp { // XDP-redirected frames need NAPI on the receiving veth
+		if err := c.ns.Do(func() error { return ethtool.SetGRO("eth0", true) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.ifindex = mustLink(t, h.ns, c.outer).Attrs().Index
+	err := h.ns.Do(func() error {
+		hd, err := loader.Open(h.root, h.parent)
+		if err != nil {
+			return err
+		}
+		defer hd.Close()
+		c.ep, err = hd.AddEndpoint(maps.Endpoint{Ifindex: c.ifindex, VLAN: vlan, MAC: c.mac, XDPDelivery: xdp})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("add endpoint: %v", err)
+	}
+	return c
+}
+
+func mustMAC(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// run runs a command inside a namespace (nsenter keeps /sys/fs/bpf visible,
+// unlike `ip netns exec`).
+func run(ns *testutil.Netns, name string, args ...string) (string, error) {
+	cmd := exec.Command("nsenter", append([]string{"--net=" + ns.Path(), name}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+func ping(ns *testutil.Netns, ip string) error {
+	_, err := run(ns, "ping", "-c", "2", "-i", "0.2", "-W", "1", ip)
+	return err
+}
