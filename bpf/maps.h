@@ -31,6 +31,15 @@ struct {
 	__type(value, struct endpoint);
 } xmv_endpoints SEC(".maps");
 
+/* outer veth ifindex -> where the endpoint lives. Never read by the
+ * datapath; pinned with the rest so the tables stay the one record. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, struct endpoint_info);
+} xmv_ep_info SEC(".maps");
+
 /* Outer veths of endpoints with XDP delivery, for bpf_redirect_map. */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);

@@ -20,12 +20,28 @@ enum net_mode {
 	MODE_VEPA = 2,    /* endpoint traffic always goes to the wire */
 };
 
-/* VLAN table value: one network per VID on a parent. */
+#define NAME_LEN 32
+#define NETNS_LEN 64
+#define IFNAME_LEN 16
+
+/* An IP prefix; IPv4 as IPv4-mapped IPv6. len 0 = none. */
+struct prefix {
+	__u8 addr[16];
+	__u8 len; /* in bits of addr: IPv4 /24 is 96+24 */
+	__u8 pad[3];
+};
+
+/* VLAN table value: one network per VID on a parent. The datapath reads
+ * mode and members; the rest is the network's definition, kept here so
+ * that the pinned table is the only record of it. */
 struct network {
 	enum net_mode mode;
 	__u32 members; /* endpoints on this VLAN = valid flood slots */
-	__u32 mtu;     /* informational, 0 = parent's */
+	__u32 mtu;     /* endpoints' MTU, 0 = the parent's */
 	__u32 flags;   /* reserved */
+	char name[NAME_LEN];
+	struct prefix subnet;
+	__u8 gateway[16]; /* all zero = none */
 };
 
 /* MAC table key. */
@@ -48,6 +64,14 @@ struct endpoint {
 	__u16 vlan;
 	__u8 mac[6];
 	enum endpoint_flags flags; /* a bit set */
+};
+
+/* Control plane only: where an endpoint lives, for listing and deletion. */
+struct endpoint_info {
+	__u64 netns_ino;       /* identifies the namespace, however it was named */
+	char netns[NETNS_LEN]; /* as the user named it */
+	char ifname[IFNAME_LEN]; /* the inner interface */
+	struct prefix ip;
 };
 
 /* Flood list key: member idx (0..network.members-1) of a VLAN -> outer ifindex. */

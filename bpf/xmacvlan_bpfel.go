@@ -50,6 +50,15 @@ const (
 	XmacvlanEndpointFlagsEP_HOST         XmacvlanEndpointFlags = 2
 )
 
+type XmacvlanEndpointInfo struct {
+	_        structs.HostLayout
+	NetnsIno uint64
+	Netns    [64]int8
+	Ifname   [16]int8
+	Ip       XmacvlanPrefix
+	_        [4]byte
+}
+
 type XmacvlanEvent uint32
 
 const (
@@ -90,6 +99,16 @@ type XmacvlanNetwork struct {
 	Members uint32
 	Mtu     uint32
 	Flags   uint32
+	Name    [32]int8
+	Subnet  XmacvlanPrefix
+	Gateway [16]uint8
+}
+
+type XmacvlanPrefix struct {
+	_    structs.HostLayout
+	Addr [16]uint8
+	Len  uint8
+	Pad  [3]uint8
 }
 
 type XmacvlanSettings struct {
@@ -114,6 +133,7 @@ type XmacvlanTraffic struct {
 const (
 	XmacvlanMapXmvDrops      = "xmv_drops"
 	XmacvlanMapXmvEndpoints  = "xmv_endpoints"
+	XmacvlanMapXmvEpInfo     = "xmv_ep_info"
 	XmacvlanMapXmvEpStats    = "xmv_ep_stats"
 	XmacvlanMapXmvEvents     = "xmv_events"
 	XmacvlanMapXmvFlood      = "xmv_flood"
@@ -182,6 +202,7 @@ type XmacvlanProgramSpecs struct {
 type XmacvlanMapSpecs struct {
 	XmvDrops     *ebpf.MapSpec `ebpf:"xmv_drops"`
 	XmvEndpoints *ebpf.MapSpec `ebpf:"xmv_endpoints"`
+	XmvEpInfo    *ebpf.MapSpec `ebpf:"xmv_ep_info"`
 	XmvEpStats   *ebpf.MapSpec `ebpf:"xmv_ep_stats"`
 	XmvEvents    *ebpf.MapSpec `ebpf:"xmv_events"`
 	XmvFlood     *ebpf.MapSpec `ebpf:"xmv_flood"`
@@ -220,6 +241,7 @@ func (o *XmacvlanObjects) Close() error {
 type XmacvlanMaps struct {
 	XmvDrops     *ebpf.Map `ebpf:"xmv_drops"`
 	XmvEndpoints *ebpf.Map `ebpf:"xmv_endpoints"`
+	XmvEpInfo    *ebpf.Map `ebpf:"xmv_ep_info"`
 	XmvEpStats   *ebpf.Map `ebpf:"xmv_ep_stats"`
 	XmvEvents    *ebpf.Map `ebpf:"xmv_events"`
 	XmvFlood     *ebpf.Map `ebpf:"xmv_flood"`
@@ -234,6 +256,7 @@ func (m *XmacvlanMaps) Close() error {
 	return _XmacvlanClose(
 		m.XmvDrops,
 		m.XmvEndpoints,
+		m.XmvEpInfo,
 		m.XmvEpStats,
 		m.XmvEvents,
 		m.XmvFlood,

@@ -15,6 +15,7 @@ import (
 // Handle is an attached parent opened for changes. It holds the root's
 // lock until Close, so a sequence of changes is one critical section.
 type Handle struct {
+	Root   string
 	Parent string
 	Dir    string
 	Tables *maps.Tables
@@ -33,17 +34,96 @@ func Open(root, parent string) (*Handle, error) {
 	if err != nil {
 		return nil, err
 	}
+	h, err := openLocked(root, parent, lock)
+	if err != nil {
+		unlock(lock)
+	}
+	return h, err
+}
+
+func openLocked(root, parent string, lock *os.File) (*Handle, error) {
 	dir := filepath.Join(root, parent)
 	if !exists(filepath.Join(dir, pinRxTCLink)) {
-		unlock(lock)
 		return nil, fmt.Errorf("%s is %w: run `xmacvlan attach %s` first", parent, ErrNotAttached, parent)
 	}
 	tables, err := maps.OpenPinned(dir)
 	if err != nil {
-		unlock(lock)
 		return nil, err
 	}
-	return &Handle{Parent: parent, Dir: dir, Tables: tables, lock: lock}, nil
+	return &Handle{Root: root, Parent: parent, Dir: dir, Tables: tables, lock: lock}, nil
+}
+
+// ParentNetwork is a network and the parent it is on.
+type ParentNetwork struct {
+	Parent string `json:"parent"`
+	maps.Network
+}
+
+// OpenNetwork locks root and opens the parent of the network called name.
+func OpenNetwork(root, name string) (*Handle, maps.Network, error) {
+	lock, err := lockRoot(root)
+	if err != nil {
+		return nil, maps.Network{}, err
+	}
+	nets, err := listNetworks(root)
+	if err != nil {
+		unlock(lock)
+		return nil, maps.Network{}, err
+	}
+	for _, n := range nets {
+		if n.Name == name {
+			h, err := openLocked(root, n.Parent, lock)
+			if err != nil {
+				unlock(lock)
+			}
+			return h, n.Network, err
+		}
+	}
+	unlock(lock)
+	return nil, maps.Network{}, fmt.Errorf("no network called %q (xmacvlan network list)", name)
+}
+
+// Networks lists the networks of every parent under root.
+func Networks(root string) ([]ParentNetwork, error) {
+	if !exists(root) {
+		return nil, nil
+	}
+	lock, err := lockRoot(root)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock(lock)
+	return listNetworks(root)
+}
+
+// Networks lists the networks of every parent under the handle's root; the
+// handle's lock covers them all.
+func (h *Handle) Networks() ([]ParentNetwork, error) { return listNetworks(h.Root) }
+
+func listNetworks(root string) ([]ParentNetwork, error) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, err
+	}
+	var out []ParentNetwork
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		tables, err := maps.OpenPinned(filepath.Join(root, e.Name()))
+		if err != nil {
+			continue // not (fully) attached: no networks to list
+		}
+		nets, err := tables.Networks()
+		tables.Close()
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range nets {
+			out = append(out, ParentNetwork{Parent: e.Name(), Network: n})
+		}
+	}
+	return out, nil
 }
 
 // Close releases the tables and the lock.

@@ -30,6 +30,7 @@ type Tables struct {
 	networks  *ebpf.Map
 	macs      *ebpf.Map
 	endpoints *ebpf.Map
+	epInfo    *ebpf.Map
 	redirect  *ebpf.Map
 	flood     *ebpf.Map
 	settings  *ebpf.Map
@@ -46,6 +47,7 @@ func (t *Tables) fields() map[string]**ebpf.Map {
 		bpf.XmacvlanMapXmvNetworks:  &t.networks,
 		bpf.XmacvlanMapXmvMacs:      &t.macs,
 		bpf.XmacvlanMapXmvEndpoints: &t.endpoints,
+		bpf.XmacvlanMapXmvEpInfo:    &t.epInfo,
 		bpf.XmacvlanMapXmvRedirect:  &t.redirect,
 		bpf.XmacvlanMapXmvFlood:     &t.flood,
 		bpf.XmacvlanMapXmvSettings:  &t.settings,
@@ -59,7 +61,7 @@ func (t *Tables) fields() map[string]**ebpf.Map {
 // Names lists the map names, which are also their pin file names.
 func Names() []string {
 	var t Tables
-	names := make([]string, 0, 10)
+	names := make([]string, 0, 11)
 	for name := range t.fields() {
 		names = append(names, name)
 	}

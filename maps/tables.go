@@ -49,13 +49,17 @@ func (m *Mode) UnmarshalText(b []byte) (err error) {
 
 // Network is one VLAN's entry. VLAN 0 is the untagged segment.
 type Network struct {
-	VLAN    uint16 `json:"vlan"`
-	Mode    Mode   `json:"mode"`
-	Members int    `json:"members"`
-	MTU     int    `json:"mtu,omitempty"`
+	VLAN    uint16     `json:"vlan"`
+	Mode    Mode       `json:"mode"`
+	Members int        `json:"members"`
+	MTU     int        `json:"mtu,omitempty"`
+	Name    string     `json:"name"`
+	Subnet  *net.IPNet `json:"subnet,omitempty"`
+	Gateway net.IP     `json:"gateway,omitempty"`
 }
 
-// Endpoint is one container interface as the datapath sees it.
+// Endpoint is one container interface: what the datapath needs, and where
+// it lives.
 type Endpoint struct {
 	Ifindex     int              `json:"ifindex"` // outer veth, in the parent's namespace
 	ID          int              `json:"id"`      // counter slot, assigned by AddEndpoint
@@ -63,7 +67,18 @@ type Endpoint struct {
 	MAC         net.HardwareAddr `json:"mac"`
 	XDPDelivery bool             `json:"xdp_delivery"`
 	Host        bool             `json:"host"`
+
+	Netns    string     `json:"netns"`     // as the user named it
+	NetnsIno uint64     `json:"netns_ino"` // identifies the namespace
+	Ifname   string     `json:"ifname"`    // inner interface
+	IP       *net.IPNet `json:"ip,omitempty"`
 }
+
+// Limits of the text fields, as in bpf/types.h (one byte for the NUL).
+const (
+	MaxNameLen  = 31
+	MaxNetnsLen = 63
+)
 
 // CheckVLAN accepts 0 (untagged) to 4094.
 func CheckVLAN(vlan int) error {
@@ -123,8 +138,10 @@ func (t *Tables) AddNetwork(n Network) error {
 	if _, ok := modeNames[n.Mode]; !ok {
 		return fmt.Errorf("invalid mode %d", n.Mode)
 	}
-	raw := bpf.XmacvlanNetwork{Mode: bpf.XmacvlanNetMode(n.Mode), Mtu: uint32(n.MTU)}
-	err := t.networks.Update(n.VLAN, raw, ebpf.UpdateNoExist)
+	if len(n.Name) > MaxNameLen {
+		return fmt.Errorf("network name %q is longer than %d bytes", n.Name, MaxNameLen)
+	}
+	err := t.networks.Update(n.VLAN, n.raw(), ebpf.UpdateNoExist)
 	switch {
 	case errors.Is(err, ebpf.ErrKeyExist):
 		return fmt.Errorf("VLAN %d already has a network", n.VLAN)
@@ -144,7 +161,27 @@ func (t *Tables) Network(vlan uint16) (n Network, ok bool, err error) {
 	if err != nil {
 		return Network{}, false, err
 	}
-	return Network{VLAN: vlan, Mode: Mode(raw.Mode), Members: int(raw.Members), MTU: int(raw.Mtu)}, true, nil
+	return networkFromRaw(vlan, raw), true, nil
+}
+
+func (n Network) raw() bpf.XmacvlanNetwork {
+	raw := bpf.XmacvlanNetwork{Mode: bpf.XmacvlanNetMode(n.Mode), Mtu: uint32(n.MTU), Subnet: prefixToRaw(n.Subnet)}
+	putString(raw.Name[:], n.Name)
+	if n.Gateway != nil {
+		copy(raw.Gateway[:], n.Gateway.To16())
+	}
+	return raw
+}
+
+func networkFromRaw(vlan uint16, raw bpf.XmacvlanNetwork) Network {
+	n := Network{
+		VLAN: vlan, Mode: Mode(raw.Mode), Members: int(raw.Members), MTU: int(raw.Mtu),
+		Name: getString(raw.Name[:]), Subnet: prefixFromRaw(raw.Subnet),
+	}
+	if gw := net.IP(raw.Gateway[:]); !gw.IsUnspecified() {
+		n.Gateway = unmap(append(net.IP(nil), gw...))
+	}
+	return n
 }
 
 // Networks lists every entry, ordered by VLAN.
@@ -156,7 +193,7 @@ func (t *Tables) Networks() ([]Network, error) {
 	)
 	it := t.networks.Iterate()
 	for it.Next(&vlan, &raw) {
-		out = append(out, Network{VLAN: vlan, Mode: Mode(raw.Mode), Members: int(raw.Members), MTU: int(raw.Mtu)})
+		out = append(out, networkFromRaw(vlan, raw))
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("list networks: %w", err)
@@ -219,9 +256,16 @@ func (t *Tables) AddEndpoint(ep Endpoint) (Endpoint, error) {
 		}
 		return ep, err
 	}
+	if len(ep.Netns) > MaxNetnsLen {
+		return ep, fmt.Errorf("namespace name %q is longer than %d bytes", ep.Netns, MaxNetnsLen)
+	}
 	if err := t.zeroStats(ep.ID); err != nil {
 		return fail(err)
 	}
+	if err := t.epInfo.Update(uint32(ep.Ifindex), ep.info(), ebpf.UpdateAny); err != nil {
+		return fail(fullOr(err, "endpoint info"))
+	}
+	undo = append(undo, func() { t.epInfo.Delete(uint32(ep.Ifindex)) })
 	raw := ep.raw()
 	if err := t.endpoints.Update(uint32(ep.Ifindex), raw, ebpf.UpdateNoExist); err != nil {
 		return fail(fullOr(err, "endpoints"))
@@ -262,6 +306,9 @@ func (t *Tables) DeleteEndpoint(ifindex int) error {
 	if err := t.endpoints.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete endpoint entry: %w", err)
 	}
+	if err := t.epInfo.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete endpoint info: %w", err)
+	}
 	return nil
 }
 
@@ -275,7 +322,27 @@ func (t *Tables) Endpoint(ifindex int) (Endpoint, bool, error) {
 	if err != nil {
 		return Endpoint{}, false, fmt.Errorf("look up endpoint %d: %w", ifindex, err)
 	}
-	return endpointFromRaw(raw), true, nil
+	return t.withInfo(endpointFromRaw(raw)), true, nil
+}
+
+// withInfo adds where the endpoint lives (absent for an endpoint
+// registered without it).
+func (t *Tables) withInfo(ep Endpoint) Endpoint {
+	var info bpf.XmacvlanEndpointInfo
+	if t.epInfo.Lookup(uint32(ep.Ifindex), &info) == nil {
+		ep.NetnsIno = info.NetnsIno
+		ep.Netns = getString(info.Netns[:])
+		ep.Ifname = getString(info.Ifname[:])
+		ep.IP = prefixFromRaw(info.Ip)
+	}
+	return ep
+}
+
+func (ep Endpoint) info() bpf.XmacvlanEndpointInfo {
+	info := bpf.XmacvlanEndpointInfo{NetnsIno: ep.NetnsIno, Ip: prefixToRaw(ep.IP)}
+	putString(info.Netns[:], ep.Netns)
+	putString(info.Ifname[:], ep.Ifname)
+	return info
 }
 
 // EndpointByMAC looks up the MAC table.
@@ -300,7 +367,7 @@ func (t *Tables) Endpoints() ([]Endpoint, error) {
 	)
 	it := t.endpoints.Iterate()
 	for it.Next(&key, &raw) {
-		out = append(out, endpointFromRaw(raw))
+		out = append(out, t.withInfo(endpointFromRaw(raw)))
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("list endpoints: %w", err)

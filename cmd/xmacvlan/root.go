@@ -39,6 +39,8 @@ func newRootCmd() *cobra.Command {
 		newAttachCmd(g),
 		newDetachCmd(g),
 		newStatusCmd(g),
+		newNetworkCmd(g),
+		newEndpointCmd(g),
 	)
 	return cmd
 }

@@ -1,0 +1,44 @@
+# xmacvlan. `sudo make test` and `sudo make demo` work on a fresh Debian 12
+# machine with Go: they install the missing packages first.
+
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+CLANG ?= clang-14
+STRIP ?= llvm-strip-14
+FUZZTIME ?= 60s
+TESTFLAGS ?=
+
+.PHONY: all build generate test unit fuzz demo bench setup drift clean
+
+all: build
+
+build:
+	$(GO) build -o bin/xmacvlan ./cmd/xmacvlan
+
+# Rebuild the BPF objects and their Go bindings (committed).
+generate:
+	BPF2GO_CC=$(CLANG) BPF2GO_STRIP=$(STRIP) $(GO) generate ./bpf/
+
+# Fails if the committed objects differ from what the sources produce.
+drift: generate
+	git diff --exit-code --stat -- bpf/
+
+setup:
+	./scripts/setup-host.sh
+
+# Every test, privileged ones included (run as root).
+test: setup
+	$(GO) vet ./...
+	$(GO) test -count=1 $(TESTFLAGS) ./...
+
+# Only what needs no privileges.
+unit:
+	$(GO) test -count=1 ./maps/ ./cmd/...
+
+fuzz: setup
+	$(GO) test ./bpf/ -run XXX -fuzz FuzzRxXDP -fuzztime $(FUZZTIME)
+
+demo: setup build
+	./bin/xmacvlan demo
+
+clean:
+	rm -rf bin

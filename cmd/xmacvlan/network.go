@@ -1,0 +1,244 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+
+	"github.com/spf13/cobra"
+	"github.com/vishvananda/netlink"
+
+	"github.com/xmacvlan/xmacvlan/endpoint"
+	"github.com/xmacvlan/xmacvlan/loader"
+	"github.com/xmacvlan/xmacvlan/maps"
+)
+
+var netNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,31}$`)
+
+func newNetworkCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "network", Short: "Create, delete and list networks (one VLAN on a parent)"}
+	cmd.AddCommand(newNetworkCreateCmd(g), newNetworkDeleteCmd(g), newNetworkListCmd(g))
+	return cmd
+}
+
+// parseVLAN reads --vlan: 1..4094. No --vlan is the untagged segment.
+func parseVLAN(s string) (uint16, error) {
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid VLAN %q: want a number in 1..4094", s)
+	}
+	if v < 1 || v > maps.MaxVLAN {
+		return 0, fmt.Errorf("invalid VLAN %d: want 1..4094 (omit --vlan for the untagged segment)", v)
+	}
+	return uint16(v), nil
+}
+
+func parseIP(flag, s string) (net.IP, error) {
+	if s == "" {
+		return nil, nil
+	}
+	ip := net.ParseIP(s)
+	if ip == nil {
+		return nil, fmt.Errorf("invalid %s %q: not an IP address", flag, s)
+	}
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4
+	}
+	return ip, nil
+}
+
+func parseCIDR(flag, s string) (*net.IPNet, error) {
+	if s == "" {
+		return nil, nil
+	}
+	ip, n, err := net.ParseCIDR(s)
+	if err != nil {
+		return nil, fmt.Errorf("invalid %s %q: want ADDRESS/PREFIX", flag, s)
+	}
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4
+	}
+	return &net.IPNet{IP: ip, Mask: n.Mask}, nil
+}
+
+func newNetworkCreateCmd(g *globals) *cobra.Command {
+	var parent, vlan, mode, subnet, gateway string
+	var mtu int
+	cmd := &cobra.Command{
+		Use:   "create NAME --parent IFACE [--vlan 1-4094]",
+		Short: "Create a network: the untagged segment of a parent, or one VLAN on it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n := maps.Network{Name: args[0], MTU: mtu}
+			if !netNameRE.MatchString(n.Name) {
+				return fmt.Errorf("invalid network name %q (1-31 of A-Z a-z 0-9 _ . -)", n.Name)
+			}
+			if parent == "" {
+				return fmt.Errorf("--parent is required")
+			}
+			var err error
+			if n.VLAN, err = parseVLAN(vlan); err != nil {
+				return err
+			}
+			if n.Mode, err = maps.ParseMode(mode); err != nil {
+				return err
+			}
+			if n.Subnet, err = parseCIDR("--subnet", subnet); err != nil {
+				return err
+			}
+			if n.Subnet != nil {
+				n.Subnet.IP = n.Subnet.IP.Mask(n.Subnet.Mask)
+			}
+			if n.Gateway, err = parseIP("--gateway", gateway); err != nil {
+				return err
+			}
+			if n.Gateway != nil && (n.Subnet == nil || !n.Subnet.Contains(n.Gateway)) {
+				return fmt.Errorf("gateway %s is not inside --subnet %s", n.Gateway, subnet)
+			}
+			if err := createNetwork(g.root, parent, n); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return writeJSON(cmd.OutOrStdout(), loader.ParentNetwork{Parent: parent, Network: n})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "created network %s on %s (%s, %s mode)\n", n.Name, parent, vlanName(n.VLAN), n.Mode)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&parent, "parent", "", "attached parent interface")
+	f.StringVar(&vlan, "vlan", "", "802.1Q VLAN 1-4094 (default: the untagged segment)")
+	f.StringVar(&mode, "mode", "bridge", "bridge, private or vepa")
+	f.StringVar(&subnet, "subnet", "", "the network's subnet, e.g. 172.16.10.0/24")
+	f.StringVar(&gateway, "gateway", "", "default gateway for endpoints, inside --subnet")
+	f.IntVar(&mtu, "mtu", 0, "endpoints' MTU (default: the parent's)")
+	return cmd
+}
+
+func createNetwork(root, parent string, n maps.Network) error {
+	h, err := loader.Open(root, parent)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	nets, err := h.Networks()
+	if err != nil {
+		return err
+	}
+	for _, other := range nets {
+		if other.Name == n.Name {
+			return fmt.Errorf("a network called %s exists already (on %s, %s)", n.Name, other.Parent, vlanName(other.VLAN))
+		}
+		if other.Parent == parent && other.VLAN == n.VLAN {
+			return fmt.Errorf("%s on %s is network %s already", vlanName(n.VLAN), parent, other.Name)
+		}
+	}
+	if n.MTU != 0 {
+		s, err := h.Tables.Settings()
+		if err != nil {
+			return err
+		}
+		p, err := netlink.LinkByIndex(s.ParentIfindex)
+		if err != nil {
+			return fmt.Errorf("parent %s: %w", parent, err)
+		}
+		if n.MTU < 68 || n.MTU > p.Attrs().MTU {
+			return fmt.Errorf("MTU %d outside 68..%d (the parent's MTU)", n.MTU, p.Attrs().MTU)
+		}
+	}
+	return h.Tables.AddNetwork(n)
+}
+
+func newNetworkDeleteCmd(g *globals) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a network (refuses while it has endpoints, unless --force)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			h, n, err := loader.OpenNetwork(g.root, args[0])
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			if n.Members > 0 && !force {
+				return fmt.Errorf("network %s has %d endpoints; delete them first or use --force", n.Name, n.Members)
+			}
+			eps, err := h.Tables.Endpoints()
+			if err != nil {
+				return err
+			}
+			for _, ep := range eps {
+				if ep.VLAN == n.VLAN {
+					if err := endpoint.Remove(h, ep); err != nil {
+						return err
+					}
+				}
+			}
+			if err := h.Tables.DeleteNetwork(n.VLAN); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return writeJSON(cmd.OutOrStdout(), map[string]string{"deleted": n.Name})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted network %s\n", n.Name)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "also delete the network's endpoints")
+	return cmd
+}
+
+func newNetworkListCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List networks",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nets, err := loader.Networks(g.root)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if g.output == "json" {
+				if nets == nil {
+					nets = []loader.ParentNetwork{}
+				}
+				return writeJSON(w, nets)
+			}
+			tw := newTable(w)
+			fmt.Fprintln(tw, "NAME\tPARENT\tVLAN\tMODE\tSUBNET\tGATEWAY\tMTU\tENDPOINTS")
+			for _, n := range nets {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", n.Name, n.Parent, vlanName(n.VLAN), n.Mode,
+					orDash(n.Subnet), orDash(n.Gateway), mtuName(n.MTU), n.Members)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func vlanName(v uint16) string {
+	if v == 0 {
+		return "untagged"
+	}
+	return strconv.Itoa(int(v))
+}
+
+func mtuName(m int) string {
+	if m == 0 {
+		return "parent"
+	}
+	return strconv.Itoa(m)
+}
+
+// orDash prints a nil address as "-".
+func orDash(v fmt.Stringer) string {
+	if s := v.String(); s != "<nil>" {
+		return s
+	}
+	return "-"
+}

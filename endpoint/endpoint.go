@@ -1,0 +1,359 @@
+// Package endpoint does for xmacvlan what a container runtime asks of a
+// macvlan driver: it builds an endpoint (a veth pair whose inner end sits
+// in the container's namespace with the endpoint's MAC, IP and routes),
+// registers it with the datapath, and takes it apart again.
+package endpoint
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/xmacvlan/xmacvlan/internal/ethtool"
+	"github.com/xmacvlan/xmacvlan/internal/nsutil"
+	"github.com/xmacvlan/xmacvlan/loader"
+	"github.com/xmacvlan/xmacvlan/maps"
+)
+
+// Spec is what `xmacvlan endpoint add` asks for.
+type Spec struct {
+	Netns   string           // name under /var/run/netns, a path or a PID; ignored with Host
+	Host    bool             // the inner end stays in the caller's namespace (host endpoint)
+	Name    string           // inner interface name; default eth0 (host: xmv-NETWORK)
+	MAC     net.HardwareAddr // nil: a generated locally administered one
+	IP      *net.IPNet       // address and prefix length; nil: none
+	Gateway net.IP           // default route; nil: the network's
+	MTU     int              // 0: the network's, else the parent's
+	XDP     bool             // receive by native XDP redirect instead of the skb path
+}
+
+var ifnameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+
+// target is the namespace the inner end goes to.
+type target struct {
+	ns    netns.NsHandle
+	nl    *netlink.Handle
+	name  string // as the user gave it
+	ino   uint64
+	host  bool
+	close func()
+}
+
+func openTarget(s Spec) (*target, error) {
+	var (
+		ns  netns.NsHandle
+		err error
+	)
+	if s.Host {
+		ns, err = netns.Get()
+	} else {
+		ns, err = nsutil.Open(s.Netns)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(ns), &st); err != nil {
+		ns.Close()
+		return nil, err
+	}
+	nl, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		return nil, err
+	}
+	t := &target{ns: ns, nl: nl, name: s.Netns, ino: st.Ino, host: s.Host}
+	if s.Host {
+		t.name = "host"
+	}
+	t.close = func() { nl.Close(); ns.Close() }
+	return t, nil
+}
+
+// Add builds the endpoint and registers it on network n of the parent
+// h holds. Tables are written last, so no frame is forwarded to a
+// half-built endpoint; any failure removes everything built so far.
+func Add(h *loader.Handle, n maps.Network, s Spec) (ep maps.Endpoint, err error) {
+	settings, err := h.Tables.Settings()
+	if err != nil {
+		return ep, err
+	}
+	parent, err := netlink.LinkByIndex(settings.ParentIfindex)
+	if err != nil {
+		return ep, fmt.Errorf("parent %s (ifindex %d) is gone: %w", h.Parent, settings.ParentIfindex, err)
+	}
+	if err := complete(&s, n, parent, h.Tables); err != nil {
+		return ep, err
+	}
+	tg, err := openTarget(s)
+	if err != nil {
+		return ep, err
+	}
+	defer tg.close()
+	if _, err := tg.nl.LinkByName(s.Name); err == nil {
+		return ep, fmt.Errorf("namespace %s already has an interface called %s", tg.name, s.Name)
+	}
+	outer, err := outerName()
+	if err != nil {
+		return ep, err
+	}
+
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	if err := createVeth(outer, s, tg); err != nil {
+		return ep, err
+	}
+	undo = append(undo, func() { deleteLink(outer) }) // takes the inner end with it
+	outerLink, err := netlink.LinkByName(outer)
+	if err != nil {
+		return ep, err
+	}
+	if err := configureInner(tg, s); err != nil {
+		return ep, err
+	}
+	// The parent accepts the endpoint's MAC: what macvlan does with
+	// dev_uc_add. NICs with a unicast filter stay out of promiscuous mode.
+	fdb := &netlink.Neigh{LinkIndex: parent.Attrs().Index, Family: unix.AF_BRIDGE,
+		Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT, HardwareAddr: s.MAC}
+	if err := netlink.NeighAppend(fdb); err != nil && !errors.Is(err, unix.EEXIST) {
+		return ep, fmt.Errorf("add %s to %s's unicast filter: %w", s.MAC, parent.Attrs().Name, err)
+	}
+	undo = append(undo, func() { netlink.NeighDel(fdb) })
+
+	ep, err = h.AddEndpoint(maps.Endpoint{
+		Ifindex: outerLink.Attrs().Index, VLAN: n.VLAN, MAC: s.MAC, XDPDelivery: s.XDP, Host: s.Host,
+		Netns: tg.name, NetnsIno: tg.ino, Ifname: s.Name, IP: s.IP,
+	})
+	if err != nil {
+		return ep, err
+	}
+	// Peers learn the new MAC at once. Best effort: the endpoint works
+	// without it, as it would after a reboot of the container.
+	announce(tg, s)
+	return ep, nil
+}
+
+// complete fills the defaults of s from the network and the parent and
+// checks every field, before anything is created.
+func complete(s *Spec, n maps.Network, parent netlink.Link, tables *maps.Tables) error {
+	if s.Name == "" {
+		s.Name = "eth0"
+		if s.Host {
+			s.Name = "xmv-" + n.Name
+			if len(s.Name) > 15 {
+				s.Name = s.Name[:15]
+			}
+		}
+	}
+	if !ifnameRE.MatchString(s.Name) {
+		return fmt.Errorf("invalid interface name %q (1-15 of A-Z a-z 0-9 _ . -)", s.Name)
+	}
+	if !s.Host && s.Netns == "" {
+		return fmt.Errorf("give the container's namespace (--netns) or ask for a host endpoint (--host)")
+	}
+	parentMTU := parent.Attrs().MTU
+	if s.MTU == 0 {
+		s.MTU = n.MTU
+	}
+	if s.MTU == 0 {
+		s.MTU = parentMTU
+	}
+	if s.MTU < 68 || s.MTU > parentMTU {
+		return fmt.Errorf("MTU %d outside 68..%d (the parent's MTU)", s.MTU, parentMTU)
+	}
+	if s.IP != nil {
+		if n.Subnet != nil && !n.Subnet.Contains(s.IP.IP) {
+			return fmt.Errorf("IP %s is outside network %s's subnet %s", s.IP.IP, n.Name, n.Subnet)
+		}
+		if s.Gateway == nil {
+			s.Gateway = n.Gateway
+		}
+		if s.Gateway != nil {
+			if s.Gateway.Equal(s.IP.IP) {
+				return fmt.Errorf("IP %s is the gateway's", s.IP.IP)
+			}
+			if !s.IP.Contains(s.Gateway) {
+				return fmt.Errorf("gateway %s is not on %s", s.Gateway, s.IP)
+			}
+		}
+	} else if s.Gateway != nil {
+		return fmt.Errorf("a gateway needs an IP address (--ip)")
+	}
+	if s.MAC == nil {
+		for {
+			s.MAC = randomMAC()
+			if _, used, err := tables.EndpointByMAC(n.VLAN, s.MAC); err != nil {
+				return err
+			} else if !used {
+				break
+			}
+		}
+	} else {
+		if err := maps.CheckMAC(s.MAC); err != nil {
+			return err
+		}
+		if other, used, err := tables.EndpointByMAC(n.VLAN, s.MAC); err != nil {
+			return err
+		} else if used {
+			return fmt.Errorf("MAC %s is already used on network %s (by %s in %s)", s.MAC, n.Name, other.Ifname, other.Netns)
+		}
+	}
+	return nil
+}
+
+// randomMAC returns a locally administered unicast address, as the kernel
+// gives a macvlan without one.
+func randomMAC() net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	rand.Read(mac)
+	mac[0] = mac[0]&0xfe | 0x02
+	return mac
+}
+
+// outerName picks an unused name for the outer end in the parent's
+// namespace.
+func outerName() (string, error) {
+	for range 16 {
+		b := make([]byte, 4)
+		rand.Read(b)
+		name := fmt.Sprintf("xmv%x", b)
+		if _, err := netlink.LinkByName(name); err != nil {
+			return name, nil
+		}
+	}
+	return "", fmt.Errorf("no free interface name")
+}
+
+// createVeth creates the pair with the inner end already in its namespace
+// under its final name, so a name clash there fails the creation itself.
+func createVeth(outer string, s Spec, tg *target) error {
+	v := &netlink.Veth{
+		LinkAttrs:        netlink.LinkAttrs{Name: outer, MTU: s.MTU},
+		PeerName:         s.Name,
+		PeerHardwareAddr: s.MAC,
+		PeerMTU:          uint32(s.MTU),
+		PeerNamespace:    netlink.NsFd(tg.ns),
+	}
+	if err := netlink.LinkAdd(v); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("namespace %s already has an interface called %s", tg.name, s.Name)
+		}
+		return fmt.Errorf("create veth %s/%s: %w", outer, s.Name, err)
+	}
+	link, err := netlink.LinkByName(outer)
+	if err != nil {
+		return err
+	}
+	// The outer end only carries frames: no addresses, no IPv6 chatter
+	// of its own towards the container.
+	if err := netlink.LinkSetIP6AddrGenMode(link, 1 /* IN6_ADDR_GEN_MODE_NONE */); err != nil {
+		return fmt.Errorf("outer %s: %w", outer, err)
+	}
+	return netlink.LinkSetUp(link)
+}
+
+// configureInner brings the inner end up with its address and route.
+func configureInner(tg *target, s Spec) error {
+	link, err := tg.nl.LinkByName(s.Name)
+	if err != nil {
+		return err
+	}
+	if s.XDP {
+		// Frames XDP-redirected into a veth are dropped silently unless the
+		// receiving end has NAPI: GRO on gives it one, and leaves the XDP
+		// hook free for the container's own program.
+		if err := nsutil.Do(tg.ns, func() error { return ethtool.SetGRO(s.Name, true) }); err != nil {
+			return fmt.Errorf("GRO on %s: %w", s.Name, err)
+		}
+	}
+	if err := tg.nl.LinkSetUp(link); err != nil {
+		return err
+	}
+	if s.IP != nil {
+		a := &netlink.Addr{IPNet: s.IP}
+		if s.IP.IP.To4() == nil {
+			a.Flags = unix.IFA_F_NODAD // usable, and announced, at once
+		}
+		if err := tg.nl.AddrAdd(link, a); err != nil {
+			return fmt.Errorf("address %s on %s: %w", s.IP, s.Name, err)
+		}
+	}
+	if s.Gateway != nil {
+		r := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: s.Gateway}
+		if err := tg.nl.RouteAdd(r); err != nil {
+			return fmt.Errorf("default route via %s: %w", s.Gateway, err)
+		}
+	}
+	return nil
+}
+
+// Delete takes the endpoint called name in namespace netnsSpec (or the host
+// endpoint called name) off network n and removes its veth. Deleting an
+// endpoint that does not exist is not an error: found says which it was.
+func Delete(h *loader.Handle, n maps.Network, netnsSpec string, host bool, name string) (found bool, err error) {
+	if name == "" {
+		name = "eth0"
+		if host {
+			name = "xmv-" + n.Name
+			if len(name) > 15 {
+				name = name[:15]
+			}
+		}
+	}
+	var ino uint64
+	if tg, err := openTarget(Spec{Netns: netnsSpec, Host: host}); err == nil {
+		ino = tg.ino
+		tg.close()
+	}
+	eps, err := h.Tables.Endpoints()
+	if err != nil {
+		return false, err
+	}
+	for _, ep := range eps {
+		sameNS := (ino != 0 && ep.NetnsIno == ino) || (!host && ep.Netns == netnsSpec)
+		if ep.VLAN != n.VLAN || ep.Ifname != name || ep.Host != host || !sameNS {
+			continue
+		}
+		return true, Remove(h, ep)
+	}
+	return false, nil
+}
+
+// Remove takes a registered endpoint apart: tables first, then the
+// parent's unicast filter entry and the veth.
+func Remove(h *loader.Handle, ep maps.Endpoint) error {
+	if err := h.RemoveEndpoint(ep.Ifindex); err != nil {
+		return err
+	}
+	if s, err := h.Tables.Settings(); err == nil {
+		fdb := &netlink.Neigh{LinkIndex: s.ParentIfindex, Family: unix.AF_BRIDGE,
+			Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT, HardwareAddr: ep.MAC}
+		if err := netlink.NeighDel(fdb); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
+			return fmt.Errorf("remove %s from the parent's unicast filter: %w", ep.MAC, err)
+		}
+	}
+	if link, err := netlink.LinkByIndex(ep.Ifindex); err == nil {
+		if err := netlink.LinkDel(link); err != nil {
+			return fmt.Errorf("delete veth %s: %w", link.Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
+func deleteLink(name string) {
+	if l, err := netlink.LinkByName(name); err == nil {
+		netlink.LinkDel(l)
+	}
+}
