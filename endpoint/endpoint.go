@@ -270,16 +270,16 @@ func configureInner(tg *target, s Spec) error {
 	if err != nil {
 		return err
 	}
+	if err := tg.nl.LinkSetUp(link); err != nil {
+		return err
+	}
 	if s.XDP {
 		// Frames XDP-redirected into a veth are dropped silently unless the
-		// receiving end has NAPI: GRO on gives it one, and leaves the XDP
-		// hook free for the container's own program.
+		// receiving end has NAPI: GRO on gives it one (once the device is
+		// up), and leaves the XDP hook free for the container's own program.
 		if err := nsutil.Do(tg.ns, func() error { return ethtool.SetGRO(s.Name, true) }); err != nil {
 			return fmt.Errorf("GRO on %s: %w", s.Name, err)
 		}
-	}
-	if err := tg.nl.LinkSetUp(link); err != nil {
-		return err
 	}
 	if s.IP != nil {
 		a := &netlink.Addr{IPNet: s.IP}

@@ -39,6 +39,9 @@ type AttachOptions struct {
 	Root   string  // pin root (--bpffs)
 	Parent string  // interface name, in the caller's network namespace
 	Mode   XDPMode // "" = auto
+	// Replace swaps the programs of live links even when they are the
+	// same as this build's (a reload; upgrades happen without it).
+	Replace bool
 }
 
 // AttachResult says what an attach did.
@@ -93,14 +96,14 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 	}
 	t.finally.push(d.close)
 
-	if err := attachXDP(&t, dir, parent, opts.Mode, d, res); err != nil {
+	if err := attachXDP(&t, dir, parent, opts.Mode, opts.Replace, d, res); err != nil {
 		return nil, err
 	}
 	if err := ensureTCX(&t, filepath.Join(dir, pinRxTCLink), ifindex, ebpf.AttachTCXIngress,
-		d.program(bpf.XmacvlanProgXmvRxTc), res); err != nil {
+		d.program(bpf.XmacvlanProgXmvRxTc), opts.Replace, res); err != nil {
 		return nil, err
 	}
-	if err := upgradeEndpointLinks(&t, dir, d.program(bpf.XmacvlanProgXmvEpTx), res); err != nil {
+	if err := upgradeEndpointLinks(&t, dir, d.program(bpf.XmacvlanProgXmvEpTx), opts.Replace, res); err != nil {
 		return nil, err
 	}
 
@@ -154,7 +157,7 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 // leaves skb->data at the network header for the tcx program after it
 // (TestGenericXDPHidesMACFromTCX). In generic mode xmv_rx_tc classifies
 // and drops on its own.
-func attachXDP(t *txn, dir string, parent netlink.Link, mode XDPMode, d *datapath, res *AttachResult) error {
+func attachXDP(t *txn, dir string, parent netlink.Link, mode XDPMode, replace bool, d *datapath, res *AttachResult) error {
 	ifindex := parent.Attrs().Index
 	pin := filepath.Join(dir, pinXDPLink)
 	l, alive, err := pinnedLink(pin, ifindex)
@@ -170,7 +173,7 @@ func attachXDP(t *txn, dir string, parent netlink.Link, mode XDPMode, d *datapat
 		}
 		prog, name := d.xdpProgram(t, ifindex)
 		res.XDPMode, res.Program = ModeNative, name
-		changed, err := upgradeLink(t, pin, l, prog)
+		changed, err := upgradeLink(t, pin, l, prog, replace)
 		if changed {
 			res.Upgraded = append(res.Upgraded, pinXDPLink)
 		}
@@ -239,7 +242,7 @@ func xdpModeOf(l netlink.Link) XDPMode {
 
 // ensureTCX attaches prog at a tcx hook of ifindex, or upgrades the link
 // pinned at pin.
-func ensureTCX(t *txn, pin string, ifindex int, at ebpf.AttachType, prog *ebpf.Program, res *AttachResult) error {
+func ensureTCX(t *txn, pin string, ifindex int, at ebpf.AttachType, prog *ebpf.Program, replace bool, res *AttachResult) error {
 	l, alive, err := pinnedLink(pin, ifindex)
 	if err != nil {
 		return err
@@ -248,7 +251,7 @@ func ensureTCX(t *txn, pin string, ifindex int, at ebpf.AttachType, prog *ebpf.P
 		t.finally.push(func() { l.Close() })
 	}
 	if alive {
-		changed, err := upgradeLink(t, pin, l, prog)
+		changed, err := upgradeLink(t, pin, l, prog, replace)
 		if changed {
 			res.Upgraded = append(res.Upgraded, filepath.Base(pin))
 		}
@@ -268,7 +271,7 @@ func ensureTCX(t *txn, pin string, ifindex int, at ebpf.AttachType, prog *ebpf.P
 
 // upgradeEndpointLinks gives every live endpoint link the new transmit
 // program. Links of endpoints that are gone are left to `endpoint del`.
-func upgradeEndpointLinks(t *txn, dir string, prog *ebpf.Program, res *AttachResult) error {
+func upgradeEndpointLinks(t *txn, dir string, prog *ebpf.Program, replace bool, res *AttachResult) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return err
@@ -283,7 +286,7 @@ func upgradeEndpointLinks(t *txn, dir string, prog *ebpf.Program, res *AttachRes
 			continue
 		}
 		t.finally.push(func() { l.Close() })
-		changed, err := upgradeLink(t, pin, l, prog)
+		changed, err := upgradeLink(t, pin, l, prog, replace)
 		if err != nil {
 			return err
 		}

@@ -73,15 +73,15 @@ func sameProgram(a *ebpf.ProgramInfo, b *ebpf.Program) bool {
 }
 
 // upgradeLink swaps the program of the live link pinned at pin, atomically
-// (BPF_LINK_UPDATE: no moment without a program). It reports whether the
-// program differed; rollback swaps the old one back.
-func upgradeLink(t *txn, pin string, l link.Link, prog *ebpf.Program) (bool, error) {
+// (BPF_LINK_UPDATE: no moment without a program), if it differs or if
+// always is set. It reports whether it swapped; rollback swaps back.
+func upgradeLink(t *txn, pin string, l link.Link, prog *ebpf.Program, always bool) (bool, error) {
 	old, oldInfo, err := linkProgram(l)
 	if err != nil {
 		return false, fmt.Errorf("inspect %s: %w", pin, err)
 	}
 	t.finally.push(func() { old.Close() })
-	if sameProgram(oldInfo, prog) {
+	if !always && sameProgram(oldInfo, prog) {
 		return false, nil
 	}
 	if err := l.Update(prog); err != nil {

@@ -12,8 +12,8 @@ func TestSmokePing(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
 	h.attach("")
-	h.network(0, maps.Bridge)
-	c := h.container(0, "02:00:00:00:00:02", "10.0.0.2/24", false)
+	h.network("lan", 0, maps.Bridge)
+	c := h.container("lan", "02:00:00:00:00:02", "10.0.0.2/24", false)
 	if err := ping(l.sw, c.ip); err != nil {
 		t.Fatal(err)
 	}
@@ -36,10 +36,10 @@ func TestSmokeVLAN(t *testing.T) {
 					ra := a.attach(mode)
 					rb := b.attach(mode)
 					t.Log(ra.XDPMode, ra.Program, rb.Program)
-					a.network(10, maps.Bridge)
-					b.network(10, maps.Bridge)
-					ca := a.container(10, "02:00:00:00:10:0a", "10.10.0.1/24", xdp)
-					cb := b.container(10, "02:00:00:00:10:0b", "10.10.0.2/24", xdp)
+					a.network("v10", 10, maps.Bridge)
+					b.network("v10", 10, maps.Bridge)
+					ca := a.container("v10", "02:00:00:00:10:0a", "10.10.0.1/24", xdp)
+					cb := b.container("v10", "02:00:00:00:10:0b", "10.10.0.2/24", xdp)
 					if err := ping(ca.ns, cb.ip); err != nil {
 						t.Error(err)
 					}

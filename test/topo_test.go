@@ -20,7 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/xmacvlan/xmacvlan/internal/ethtool"
+	"github.com/xmacvlan/xmacvlan/endpoint"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/maps"
@@ -150,48 +150,45 @@ func (h *host) tables(f func(*maps.Tables) error) {
 	}
 }
 
-func (h *host) network(vlan uint16, mode maps.Mode) {
-	h.tables(func(tb *maps.Tables) error { return tb.AddNetwork(maps.Network{VLAN: vlan, Mode: mode}) })
+// network creates a network on the host's parent.
+func (h *host) network(name string, vlan uint16, mode maps.Mode) {
+	h.tables(func(tb *maps.Tables) error { return tb.AddNetwork(maps.Network{Name: name, VLAN: vlan, Mode: mode}) })
 }
 
 // container is an endpoint: a namespace whose eth0 is the inner end of a
 // veth, the outer end registered on the host's parent.
 type container struct {
-	ns      *testutil.Netns
-	mac     net.HardwareAddr
-	ip      string
-	outer   string
-	ifindex int // of the outer end, in the host's namespace
-	ep      maps.Endpoint
+	ns *testutil.Netns
+	ip string
+	ep maps.Endpoint
 }
 
-// container builds an endpoint by hand, as the endpoint code would: veth,
-// inner end configured, then registered through the Go API.
-func (h *host) container(vlan uint16, mac, cidr string, xdp bool) *container {
+// container adds an endpoint in a new namespace to a network of the host,
+// with the endpoint package (what `xmacvlan endpoint add` runs). cidr may be
+// empty; mac may be empty (generated).
+func (h *host) container(network, mac, cidr string, xdp bool) *container {
 	t := h.lab.t
 	t.Helper()
-	c := &container{ns: testutil.NewNetns(t, "xc"), mac: mustMAC(mac), outer: testutil.Name("xmv")}
-	veth(t, h.ns, c.outer, c.ns, "eth0")
-	if err := c.ns.NL.LinkSetHardwareAddr(mustLink(t, c.ns, "eth0"), c.mac); err != nil {
-		t.Fatal(err)
+	c := &container{ns: testutil.NewNetns(t, "xc")}
+	spec := endpoint.Spec{Netns: c.ns.Path(), XDP: xdp}
+	if mac != "" {
+		spec.MAC = mustMAC(mac)
 	}
 	if cidr != "" {
-		c.ip = strings.Split(cidr, "/")[0]
-		addr(t, c.ns, "eth0", cidr)
-	}
-	if xdp { // XDP-redirected frames need NAPI on the receiving veth
-		if err := c.ns.Do(func() error { return ethtool.SetGRO("eth0", true) }); err != nil {
+		ip, n, err := net.ParseCIDR(cidr)
+		if err != nil {
 			t.Fatal(err)
 		}
+		spec.IP = &net.IPNet{IP: ip, Mask: n.Mask}
+		c.ip = ip.String()
 	}
-	c.ifindex = mustLink(t, h.ns, c.outer).Attrs().Index
 	err := h.ns.Do(func() error {
-		hd, err := loader.Open(h.root, h.parent)
+		hd, n, err := loader.OpenNetwork(h.root, network)
 		if err != nil {
 			return err
 		}
 		defer hd.Close()
-		c.ep, err = hd.AddEndpoint(maps.Endpoint{Ifindex: c.ifindex, VLAN: vlan, MAC: c.mac, XDPDelivery: xdp})
+		c.ep, err = endpoint.Add(hd, n, spec)
 		return err
 	})
 	if err != nil {

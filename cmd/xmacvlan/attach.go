@@ -11,6 +11,7 @@ import (
 
 func newAttachCmd(g *globals) *cobra.Command {
 	var mode string
+	var replace bool
 	cmd := &cobra.Command{
 		Use:   "attach PARENT",
 		Short: "Attach the datapath to a parent NIC (again: upgrade it in place)",
@@ -23,7 +24,7 @@ func newAttachCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := loader.Attach(loader.AttachOptions{Root: g.root, Parent: args[0], Mode: m})
+			res, err := loader.Attach(loader.AttachOptions{Root: g.root, Parent: args[0], Mode: m, Replace: replace})
 			if err != nil {
 				return err
 			}
@@ -45,7 +46,8 @@ func newAttachCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&mode, "mode", "auto", "XDP mode: auto (native, else generic), native or generic")
+	cmd.Flags().StringVar(&mode, "mode", "auto", "auto (native XDP, else generic), native, or generic (tcx alone, for drivers without XDP)")
+	cmd.Flags().BoolVar(&replace, "replace", false, "reload: swap every program in place even if unchanged")
 	return cmd
 }
 
