@@ -140,7 +140,7 @@ type rxRun struct {
 type rxMeta struct {
 	Magic   uint32
 	Verdict uint8
-	Pad     uint8
+	Flags   uint8
 	Vlan    uint16
 	Ifindex uint32
 	ID      uint32
@@ -205,9 +205,10 @@ func (f *fixture) check(t *testing.T, frame []byte) rxOutcome {
 			t.Errorf("metadata VLAN %d, want %d", got.meta.Vlan, want.vlan)
 		}
 		if want.verdict == verdictDeliver &&
-			(int(got.meta.Ifindex) != want.endpoint.Ifindex || int(got.meta.ID) != want.endpoint.ID) {
-			t.Errorf("metadata endpoint ifindex %d id %d, want %d %d",
-				got.meta.Ifindex, got.meta.ID, want.endpoint.Ifindex, want.endpoint.ID)
+			(int(got.meta.Ifindex) != want.endpoint.Ifindex || int(got.meta.ID) != want.endpoint.ID ||
+				(got.meta.Flags&uint8(bpf.XmacvlanEndpointFlagsEP_HOST) != 0) != want.endpoint.Host) {
+			t.Errorf("metadata endpoint ifindex %d id %d flags %#x, want %d %d host=%v",
+				got.meta.Ifindex, got.meta.ID, got.meta.Flags, want.endpoint.Ifindex, want.endpoint.ID, want.endpoint.Host)
 		}
 	case xdpDrop:
 		after, _ := f.tables.Drops()

@@ -141,10 +141,15 @@ enum verdict {
 
 #define RX_META_MAGIC 0x786d7631 /* "xmv1" */
 
+/* skb->mark bit on frames an endpoint hairpins into the parent's ingress,
+ * so that xmv_rx_tc hands them to the host instead of flooding them again.
+ * Set and cleared by xmacvlan only; marks never cross into a container. */
+#define MARK_HAIRPIN 0x08000000
+
 struct rx_meta {
 	__u32 magic;
 	__u8 verdict; /* enum verdict */
-	__u8 pad;
+	__u8 flags;   /* endpoint's enum endpoint_flags (VERDICT_DELIVER) */
 	__u16 vlan;
 	__u32 ifindex; /* endpoint's outer veth (VERDICT_DELIVER) */
 	__u32 id;      /* endpoint's counter slot (VERDICT_DELIVER) */

@@ -8,6 +8,8 @@
  *   xmv_rx_tc        tcx ingress on the parent: skb delivery and flooding
  *   xmv_ep_tx        tcx ingress on each endpoint's outer veth: what the
  *                    container sends (anti-spoof, local switch, tag, wire)
+ *   xmv_host_tx      tcx egress on the parent, only while hairpin is on:
+ *                    host frames to endpoints on the untagged segment
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -42,7 +44,7 @@ struct decision {
 	__u16 vlan;
 	__u32 ifindex; /* endpoint's outer veth, for VERDICT_DELIVER */
 	__u32 id;      /* endpoint's counter slot, for VERDICT_DELIVER */
-	__u32 xdp;     /* endpoint wants XDP delivery */
+	__u32 flags;   /* endpoint's enum endpoint_flags, for VERDICT_DELIVER */
 };
 
 /* MACs in our structs and in frames are 2-byte aligned, no more. */
@@ -90,7 +92,7 @@ static __always_inline void classify_rx(const struct frame *f, struct decision *
 		d->verdict = VERDICT_DELIVER;
 		d->ifindex = ep->ifindex;
 		d->id = ep->id;
-		d->xdp = ep->flags & EP_XDP_DELIVERY;
+		d->flags = ep->flags;
 		return;
 	}
 	/* On the untagged segment an unknown unicast is the host's (or a
@@ -137,7 +139,7 @@ static __always_inline void xdp_write_meta(struct xdp_md *ctx, const struct deci
 		return;
 	m->magic = RX_META_MAGIC;
 	m->verdict = d->verdict;
-	m->pad = 0;
+	m->flags = d->flags;
 	m->vlan = d->vlan;
 	m->ifindex = d->ifindex;
 	m->id = d->id;
@@ -165,7 +167,7 @@ static __always_inline int parent_rx(struct xdp_md *ctx, int tag_from_kfunc)
 		count_drop(d.reason, len);
 		return XDP_DROP;
 	}
-	if (d.verdict == VERDICT_DELIVER && d.xdp) {
+	if (d.verdict == VERDICT_DELIVER && (d.flags & EP_XDP_DELIVERY)) {
 		if (f.tag_in_bytes) {
 			if (xdp_pop_tag(ctx)) {
 				count_drop(DROP_HELPER_FAILED, len);
@@ -261,16 +263,26 @@ static __always_inline int skb_strip_tag(struct __sk_buff *skb)
 	return 0;
 }
 
+/* Redirects from a tcx ingress hook to the inner end of an endpoint's veth.
+ * bpf_redirect_peer switches namespace ingress to ingress without the
+ * backlog, but refuses a peer in the caller's own namespace: a host
+ * endpoint is reached through the outer end's transmit instead. */
+static __always_inline int to_endpoint(__u32 ifindex, __u32 flags)
+{
+	if (flags & EP_HOST)
+		return bpf_redirect(ifindex, 0);
+	return bpf_redirect_peer(ifindex, 0);
+}
+
 /* Delivers an skb into an endpoint's namespace on the skb path, which keeps
  * GSO/GRO and checksum offload intact (DESIGN.md). */
-static __always_inline int deliver_skb(struct __sk_buff *skb, __u32 ifindex, __u32 id,
-				       __u16 vlan)
+static __always_inline int deliver_skb(struct __sk_buff *skb, const struct decision *d)
 {
 	if (skb_strip_tag(skb))
 		return TC_ACT_SHOT;
-	count_rx(&xmv_ep_stats, id, skb->len);
-	count_rx(&xmv_vlan_stats, vlan, skb->len);
-	return bpf_redirect_peer(ifindex, 0);
+	count_rx(&xmv_ep_stats, d->id, skb->len);
+	count_rx(&xmv_vlan_stats, d->vlan, skb->len);
+	return to_endpoint(d->ifindex, d->flags);
 }
 
 /* ---- tcx ingress on the parent ----------------------------------------- */
@@ -278,10 +290,15 @@ static __always_inline int deliver_skb(struct __sk_buff *skb, __u32 ifindex, __u
 SEC("tcx/ingress")
 int xmv_rx_tc(struct __sk_buff *skb)
 {
-	struct rx_meta *m = (void *)(long)skb->data_meta;
+	struct rx_meta *m;
 	struct decision d;
 	struct frame f;
 
+	if (skb->mark & MARK_HAIRPIN) {
+		/* An endpoint's frame for the host; its copies are made. */
+		skb->mark &= ~MARK_HAIRPIN;
+		return TC_ACT_OK;
+	}
 	if (skb_parse(skb, &f) < 0) {
 		count_drop(DROP_RUNT, skb->len);
 		return TC_ACT_SHOT;
@@ -296,13 +313,14 @@ int xmv_rx_tc(struct __sk_buff *skb)
 		d.vlan = m->vlan;
 		d.ifindex = m->ifindex;
 		d.id = m->id;
+		d.flags = m->flags;
 	} else {
 		classify_rx(&f, &d);
 	}
 
 	switch (d.verdict) {
 	case VERDICT_DELIVER:
-		return deliver_skb(skb, d.ifindex, d.id, d.vlan);
+		return deliver_skb(skb, &d);
 	case VERDICT_FLOOD: {
 		__u16 vlan = d.vlan;
 		struct network *net = bpf_map_lookup_elem(&xmv_networks, &vlan);
@@ -340,6 +358,25 @@ static __always_inline int to_wire(struct __sk_buff *skb, const struct endpoint 
 	return bpf_redirect(cfg->parent_ifindex, 0);
 }
 
+/* Hands an endpoint's frame to the host stack as if it arrived on the
+ * parent (the host's sockets and firewall see it on the parent). */
+static __always_inline int to_host(struct __sk_buff *skb, int copy)
+{
+	struct settings *cfg = get_settings();
+	__u32 mark = skb->mark;
+	int ret;
+
+	if (!cfg)
+		return TC_ACT_SHOT;
+	count_event(EV_HAIRPIN_TO_HOST, skb->len);
+	skb->mark = mark | MARK_HAIRPIN;
+	if (!copy)
+		return bpf_redirect(cfg->parent_ifindex, BPF_F_INGRESS);
+	ret = bpf_clone_redirect(skb, cfg->parent_ifindex, BPF_F_INGRESS);
+	skb->mark = mark;
+	return ret;
+}
+
 SEC("tcx/ingress")
 int xmv_ep_tx(struct __sk_buff *skb)
 {
@@ -375,13 +412,21 @@ int xmv_ep_tx(struct __sk_buff *skb)
 	count_tx(&xmv_ep_stats, ep->id, skb->len);
 	count_tx(&xmv_vlan_stats, vlan, skb->len);
 
+	/* The host lives on the untagged segment; with hairpin on it hears
+	 * its endpoints directly, as kernel macvlan cannot arrange. */
+	int hairpin = cfg->hairpin && vlan == 0;
+
 	if (is_multicast(f.eth->h_dest)) {
 		/* In bridge mode the other members get a copy here; in vepa
 		 * mode the switch reflects it; in private mode nobody does. */
 		if (net->mode == MODE_BRIDGE)
 			flood(skb, vlan, net->members, ep->mac);
+		if (hairpin)
+			to_host(skb, 1);
 		return to_wire(skb, ep, cfg);
 	}
+	if (hairpin && mac_equal(f.eth->h_dest, cfg->parent_mac))
+		return to_host(skb, 0);
 
 	struct mac_key key = {.vlan = vlan};
 	__builtin_memcpy(key.mac, f.eth->h_dest, ETH_ALEN);
@@ -395,8 +440,49 @@ int xmv_ep_tx(struct __sk_buff *skb)
 			count_event(EV_LOCAL_SWITCH, skb->len);
 			count_rx(&xmv_ep_stats, peer->id, skb->len);
 			count_rx(&xmv_vlan_stats, vlan, skb->len);
-			return bpf_redirect_peer(peer->ifindex, 0);
+			return to_endpoint(peer->ifindex, peer->flags);
 		}
 	}
 	return to_wire(skb, ep, cfg);
+}
+
+/* ---- tcx egress on the parent (hairpin only) -------------------------- */
+
+SEC("tcx/egress")
+int xmv_host_tx(struct __sk_buff *skb)
+{
+	struct settings *cfg = get_settings();
+	struct frame f;
+
+	/* Attached only while hairpin is on; the flag covers the moment
+	 * between the settings change and the link change. */
+	if (!cfg || !cfg->hairpin || skb->vlan_present)
+		return TC_ACT_OK;
+	if (skb_parse(skb, &f) < 0 || f.tag_in_bytes)
+		return TC_ACT_OK;
+
+	/* Endpoints' own frames leave through here too: leave them be. */
+	struct mac_key key = {.vlan = 0};
+	__builtin_memcpy(key.mac, f.eth->h_source, ETH_ALEN);
+	if (bpf_map_lookup_elem(&xmv_macs, &key))
+		return TC_ACT_OK;
+	__u16 vlan = 0;
+	struct network *net = bpf_map_lookup_elem(&xmv_networks, &vlan);
+	if (!net)
+		return TC_ACT_OK;
+
+	if (is_multicast(f.eth->h_dest)) {
+		count_event(EV_HAIRPIN_TO_ENDPOINT, skb->len);
+		flood(skb, 0, net->members, f.eth->h_source);
+		return TC_ACT_OK; /* and on to the wire */
+	}
+	__builtin_memcpy(key.mac, f.eth->h_dest, ETH_ALEN);
+	struct endpoint *ep = bpf_map_lookup_elem(&xmv_macs, &key);
+	if (!ep)
+		return TC_ACT_OK;
+	count_event(EV_HAIRPIN_TO_ENDPOINT, skb->len);
+	count_rx(&xmv_ep_stats, ep->id, skb->len);
+	count_rx(&xmv_vlan_stats, 0, skb->len);
+	/* Egress of the outer veth = ingress of the endpoint. */
+	return bpf_redirect(ep->ifindex, 0);
 }

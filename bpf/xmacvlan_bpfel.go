@@ -143,6 +143,7 @@ const (
 	XmacvlanMapXmvSettings   = "xmv_settings"
 	XmacvlanMapXmvVlanStats  = "xmv_vlan_stats"
 	XmacvlanProgXmvEpTx      = "xmv_ep_tx"
+	XmacvlanProgXmvHostTx    = "xmv_host_tx"
 	XmacvlanProgXmvRxTc      = "xmv_rx_tc"
 	XmacvlanProgXmvRxXdp     = "xmv_rx_xdp"
 	XmacvlanProgXmvRxXdpMeta = "xmv_rx_xdp_meta"
@@ -191,6 +192,7 @@ type XmacvlanSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type XmacvlanProgramSpecs struct {
 	XmvEpTx      *ebpf.ProgramSpec `ebpf:"xmv_ep_tx"`
+	XmvHostTx    *ebpf.ProgramSpec `ebpf:"xmv_host_tx"`
 	XmvRxTc      *ebpf.ProgramSpec `ebpf:"xmv_rx_tc"`
 	XmvRxXdp     *ebpf.ProgramSpec `ebpf:"xmv_rx_xdp"`
 	XmvRxXdpMeta *ebpf.ProgramSpec `ebpf:"xmv_rx_xdp_meta"`
@@ -279,6 +281,7 @@ type XmacvlanVariables struct {
 // It can be passed to LoadXmacvlanObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XmacvlanPrograms struct {
 	XmvEpTx      *ebpf.Program `ebpf:"xmv_ep_tx"`
+	XmvHostTx    *ebpf.Program `ebpf:"xmv_host_tx"`
 	XmvRxTc      *ebpf.Program `ebpf:"xmv_rx_tc"`
 	XmvRxXdp     *ebpf.Program `ebpf:"xmv_rx_xdp"`
 	XmvRxXdpMeta *ebpf.Program `ebpf:"xmv_rx_xdp_meta"`
@@ -287,6 +290,7 @@ type XmacvlanPrograms struct {
 func (p *XmacvlanPrograms) Close() error {
 	return _XmacvlanClose(
 		p.XmvEpTx,
+		p.XmvHostTx,
 		p.XmvRxTc,
 		p.XmvRxXdp,
 		p.XmvRxXdpMeta,

@@ -42,6 +42,9 @@ type AttachOptions struct {
 	// Replace swaps the programs of live links even when they are the
 	// same as this build's (a reload; upgrades happen without it).
 	Replace bool
+	// Hairpin turns host <-> untagged endpoint traffic on or off; nil
+	// keeps what the parent has.
+	Hairpin *bool
 }
 
 // AttachResult says what an attach did.
@@ -50,6 +53,7 @@ type AttachResult struct {
 	Ifindex  int      `json:"ifindex"`
 	XDPMode  XDPMode  `json:"xdp_mode"`    // native or generic: what was obtained
 	Program  string   `json:"xdp_program"` // which receive program variant runs
+	Hairpin  bool     `json:"hairpin"`
 	New      bool     `json:"new"`         // first attach (else: reused pinned state)
 	Upgraded []string `json:"upgraded"`    // links whose program was replaced
 	Notes    []string `json:"notes"`       // what attach changed on the parent
@@ -118,6 +122,10 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 	old := settings
 	settings.ParentIfindex = ifindex
 	settings.ParentMAC = parent.Attrs().HardwareAddr
+	if opts.Hairpin != nil {
+		settings.Hairpin = *opts.Hairpin
+	}
+	res.Hairpin = settings.Hairpin
 	if note, turnedOff, err := keepTagsInFrame(&t, opts.Parent); err != nil {
 		return nil, err
 	} else {
@@ -139,6 +147,9 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 			return nil, fmt.Errorf("pin table %s: %w", name, err)
 		}
 		t.rollback.push(func() { os.Remove(pin) })
+	}
+	if err := setHairpinLink(&t, dir, ifindex, settings.Hairpin, d.program(bpf.XmacvlanProgXmvHostTx), opts.Replace, res); err != nil {
+		return nil, err
 	}
 	// Last, as nothing after it can fail: later runs attach endpoints
 	// with the program pinned here.
@@ -267,6 +278,17 @@ func ensureTCX(t *txn, pin string, ifindex int, at ebpf.AttachType, prog *ebpf.P
 		return fmt.Errorf("attach %s at tcx: %w", prog, err)
 	}
 	return pinNewLink(t, pin, nl)
+}
+
+// setHairpinLink attaches the parent's egress program while hairpin is on
+// and removes it when off, so that without hairpin no program runs on the
+// host's transmit path at all.
+func setHairpinLink(t *txn, dir string, ifindex int, on bool, prog *ebpf.Program, replace bool, res *AttachResult) error {
+	pin := filepath.Join(dir, pinHostTxLink)
+	if on {
+		return ensureTCX(t, pin, ifindex, ebpf.AttachTCXEgress, prog, replace, res)
+	}
+	return removeLink(pin)
 }
 
 // upgradeEndpointLinks gives every live endpoint link the new transmit

@@ -21,10 +21,11 @@ const DefaultRoot = "/sys/fs/bpf/xmacvlan"
 // Pin names inside a parent's directory, next to the tables (named after
 // their maps).
 const (
-	pinXDPLink    = "link_rx_xdp" // XDP on the parent
-	pinRxTCLink   = "link_rx_tc"  // tcx ingress on the parent
-	pinEpTxProg   = "prog_ep_tx"  // what endpoint links run
-	pinEpLinkPref = "link_ep_"    // + outer ifindex: tcx ingress on an endpoint
+	pinXDPLink    = "link_rx_xdp"  // XDP on the parent
+	pinRxTCLink   = "link_rx_tc"   // tcx ingress on the parent
+	pinHostTxLink = "link_host_tx" // tcx egress on the parent, while hairpin is on
+	pinEpTxProg   = "prog_ep_tx"   // what endpoint links run
+	pinEpLinkPref = "link_ep_"     // + outer ifindex: tcx ingress on an endpoint
 )
 
 // lockTimeout bounds how long a run waits for another one to finish.

@@ -55,6 +55,28 @@ var events = [bpf.XmacvlanEventEV_MAX]described{
 	bpf.XmacvlanEventEV_XDP_REDIRECT:        {"xdp_redirect", "frames delivered by native XDP redirect"},
 }
 
+// Events the tests and tools name directly.
+const (
+	EvHostPass          = EventKind(bpf.XmacvlanEventEV_HOST_PASS)
+	EvFloodFrames       = EventKind(bpf.XmacvlanEventEV_FLOOD_FRAMES)
+	EvFloodCopies       = EventKind(bpf.XmacvlanEventEV_FLOOD_COPIES)
+	EvLocalSwitch       = EventKind(bpf.XmacvlanEventEV_LOCAL_SWITCH)
+	EvHairpinToHost     = EventKind(bpf.XmacvlanEventEV_HAIRPIN_TO_HOST)
+	EvHairpinToEndpoint = EventKind(bpf.XmacvlanEventEV_HAIRPIN_TO_ENDPOINT)
+	EvXDPRedirect       = EventKind(bpf.XmacvlanEventEV_XDP_REDIRECT)
+)
+
+// Drop reasons the tests and tools name directly.
+const (
+	DropRunt               = DropReason(bpf.XmacvlanDropReasonDROP_RUNT)
+	DropUnknownVLAN        = DropReason(bpf.XmacvlanDropReasonDROP_UNKNOWN_VLAN)
+	DropStackedVLAN        = DropReason(bpf.XmacvlanDropReasonDROP_STACKED_VLAN)
+	DropUnknownDst         = DropReason(bpf.XmacvlanDropReasonDROP_UNKNOWN_DST)
+	DropSpoofedSrc         = DropReason(bpf.XmacvlanDropReasonDROP_SPOOFED_SRC)
+	DropTaggedFromEndpoint = DropReason(bpf.XmacvlanDropReasonDROP_TAGGED_FROM_ENDPOINT)
+	DropPrivateMode        = DropReason(bpf.XmacvlanDropReasonDROP_PRIVATE_MODE)
+)
+
 // DropReasons lists every reason, in enum order.
 func DropReasons() []DropReason {
 	out := make([]DropReason, len(dropReasons))

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -37,11 +38,12 @@ type lab struct {
 // host is one machine on the switch: its own namespace, parent ens33 and
 // xmacvlan state root.
 type host struct {
-	lab    *lab
-	ns     *testutil.Netns
-	parent string
-	port   string // the switch's end of the parent's veth
-	root   string
+	lab      *lab
+	ns       *testutil.Netns
+	parent   string
+	port     string // the switch's end of the parent's veth
+	root     string
+	attached bool
 }
 
 func newLab(t *testing.T) *lab {
@@ -122,18 +124,26 @@ func addr(t testing.TB, ns *testutil.Netns, dev, cidr string) {
 
 // attach runs loader.Attach in the host's namespace; detach is cleanup.
 func (h *host) attach(mode loader.XDPMode) *loader.AttachResult {
-	t := h.lab.t
-	t.Helper()
-	var res *loader.AttachResult
-	err := h.ns.Do(func() (err error) {
-		res, err = loader.Attach(loader.AttachOptions{Root: h.root, Parent: h.parent, Mode: mode})
+	h.lab.t.Helper()
+	res, err := h.tryAttach(loader.AttachOptions{Mode: mode})
+	if err != nil {
+		h.lab.t.Fatalf("attach: %v", err)
+	}
+	return res
+}
+
+// tryAttach attaches (again) with opts, for the host's parent and root.
+func (h *host) tryAttach(opts loader.AttachOptions) (res *loader.AttachResult, err error) {
+	opts.Root, opts.Parent = h.root, h.parent
+	err = h.ns.Do(func() (err error) {
+		res, err = loader.Attach(opts)
 		return err
 	})
-	if err != nil {
-		t.Fatalf("attach: %v", err)
+	if err == nil && !h.attached {
+		h.attached = true
+		h.lab.t.Cleanup(func() { h.ns.Do(func() error { return loader.Detach(h.root, h.parent, true) }) })
 	}
-	t.Cleanup(func() { h.ns.Do(func() error { return loader.Detach(h.root, h.parent, true) }) })
-	return res
+	return res, err
 }
 
 // tables runs f with the host's tables open.
@@ -219,4 +229,27 @@ func run(ns *testutil.Netns, name string, args ...string) (string, error) {
 func ping(ns *testutil.Netns, ip string) error {
 	_, err := run(ns, "ping", "-c", "2", "-i", "0.2", "-W", "1", ip)
 	return err
+}
+
+// linkLocal waits for dev's IPv6 link-local address to pass DAD.
+func linkLocal(t *testing.T, ns *testutil.Netns, dev string) string {
+	t.Helper()
+	var ll string
+	err := eventually(5*time.Second, func() error {
+		addrs, err := ns.NL.AddrList(mustLink(t, ns, dev), netlink.FAMILY_V6)
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			if a.IP.IsLinkLocalUnicast() && a.Flags&unix.IFA_F_TENTATIVE == 0 {
+				ll = a.IP.String()
+				return nil
+			}
+		}
+		return fmt.Errorf("no usable link-local address on %s", dev)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ll
 }

@@ -11,7 +11,7 @@ import (
 
 func newAttachCmd(g *globals) *cobra.Command {
 	var mode string
-	var replace bool
+	var replace, hairpin bool
 	cmd := &cobra.Command{
 		Use:   "attach PARENT",
 		Short: "Attach the datapath to a parent NIC (again: upgrade it in place)",
@@ -24,7 +24,11 @@ func newAttachCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := loader.Attach(loader.AttachOptions{Root: g.root, Parent: args[0], Mode: m, Replace: replace})
+			opts := loader.AttachOptions{Root: g.root, Parent: args[0], Mode: m, Replace: replace}
+			if cmd.Flags().Changed("hairpin") {
+				opts.Hairpin = &hairpin
+			}
+			res, err := loader.Attach(opts)
 			if err != nil {
 				return err
 			}
@@ -36,7 +40,7 @@ func newAttachCmd(g *globals) *cobra.Command {
 			if res.New {
 				verb = "attached"
 			}
-			fmt.Fprintf(w, "%s %s: XDP %s mode (%s), tcx ingress\n", verb, res.Parent, res.XDPMode, res.Program)
+			fmt.Fprintf(w, "%s %s: XDP %s mode (%s), tcx ingress, hairpin %s\n", verb, res.Parent, res.XDPMode, res.Program, onOff(res.Hairpin))
 			if len(res.Upgraded) > 0 {
 				fmt.Fprintf(w, "upgraded in place: %s\n", strings.Join(res.Upgraded, ", "))
 			}
@@ -48,6 +52,7 @@ func newAttachCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&mode, "mode", "auto", "auto (native XDP, else generic), native, or generic (tcx alone, for drivers without XDP)")
 	cmd.Flags().BoolVar(&replace, "replace", false, "reload: swap every program in place even if unchanged")
+	cmd.Flags().BoolVar(&hairpin, "hairpin", false, "host <-> container traffic on the untagged segment (--hairpin=false turns it off; default: keep)")
 	return cmd
 }
 
