@@ -123,15 +123,6 @@ func Add(h *loader.Handle, n maps.Network, s Spec) (ep maps.Endpoint, err error)
 	if err := configureInner(tg, s); err != nil {
 		return ep, err
 	}
-	// The parent accepts the endpoint's MAC: what macvlan does with
-	// dev_uc_add. NICs with a unicast filter stay out of promiscuous mode.
-	fdb := &netlink.Neigh{LinkIndex: parent.Attrs().Index, Family: unix.AF_BRIDGE,
-		Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT, HardwareAddr: s.MAC}
-	if err := netlink.NeighAppend(fdb); err != nil && !errors.Is(err, unix.EEXIST) {
-		return ep, fmt.Errorf("add %s to %s's unicast filter: %w", s.MAC, parent.Attrs().Name, err)
-	}
-	undo = append(undo, func() { netlink.NeighDel(fdb) })
-
 	ep, err = h.AddEndpoint(maps.Endpoint{
 		Ifindex: outerLink.Attrs().Index, VLAN: n.VLAN, MAC: s.MAC, XDPDelivery: s.XDP, Host: s.Host,
 		Netns: tg.name, NetnsIno: tg.ino, Ifname: s.Name, IP: s.IP,
@@ -331,25 +322,9 @@ func Delete(h *loader.Handle, n maps.Network, netnsSpec string, host bool, name 
 	return false, nil
 }
 
-// Remove takes a registered endpoint apart: tables first, then the
-// parent's unicast filter entry and the veth.
+// Remove takes a registered endpoint apart and deletes its veth.
 func Remove(h *loader.Handle, ep maps.Endpoint) error {
-	if err := h.RemoveEndpoint(ep.Ifindex); err != nil {
-		return err
-	}
-	if s, err := h.Tables.Settings(); err == nil {
-		fdb := &netlink.Neigh{LinkIndex: s.ParentIfindex, Family: unix.AF_BRIDGE,
-			Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT, HardwareAddr: ep.MAC}
-		if err := netlink.NeighDel(fdb); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
-			return fmt.Errorf("remove %s from the parent's unicast filter: %w", ep.MAC, err)
-		}
-	}
-	if link, err := netlink.LinkByIndex(ep.Ifindex); err == nil {
-		if err := netlink.LinkDel(link); err != nil {
-			return fmt.Errorf("delete veth %s: %w", link.Attrs().Name, err)
-		}
-	}
-	return nil
+	return h.RemoveEndpoint(ep)
 }
 
 func deleteLink(name string) {

@@ -54,9 +54,9 @@ type AttachResult struct {
 	XDPMode  XDPMode  `json:"xdp_mode"`    // native or generic: what was obtained
 	Program  string   `json:"xdp_program"` // which receive program variant runs
 	Hairpin  bool     `json:"hairpin"`
-	New      bool     `json:"new"`         // first attach (else: reused pinned state)
-	Upgraded []string `json:"upgraded"`    // links whose program was replaced
-	Notes    []string `json:"notes"`       // what attach changed on the parent
+	New      bool     `json:"new"`      // first attach (else: reused pinned state)
+	Upgraded []string `json:"upgraded"` // links whose program was replaced
+	Notes    []string `json:"notes"`    // what attach changed on the parent
 }
 
 // Attach attaches the datapath to a parent, or brings an attached one up to

@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
 	"github.com/xmacvlan/xmacvlan/maps"
 )
@@ -74,16 +72,10 @@ func removeEndpoints(dir string, tables *maps.Tables, force bool) error {
 	if len(eps) > 0 && !force {
 		return fmt.Errorf("%s has %d endpoints; delete them first or detach with --force", filepath.Base(dir), len(eps))
 	}
+	h := &Handle{Dir: dir, Tables: tables}
 	for _, ep := range eps {
-		h := &Handle{Dir: dir, Tables: tables}
-		if err := h.RemoveEndpoint(ep.Ifindex); err != nil {
+		if err := h.RemoveEndpoint(ep); err != nil {
 			return err
-		}
-		// Deleting the outer end deletes the pair.
-		if l, err := netlink.LinkByIndex(ep.Ifindex); err == nil {
-			if err := netlink.LinkDel(l); err != nil {
-				return fmt.Errorf("delete endpoint veth %s: %w", l.Attrs().Name, err)
-			}
 		}
 	}
 	return nil

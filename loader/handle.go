@@ -3,11 +3,14 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/xmacvlan/xmacvlan/maps"
 )
@@ -136,9 +139,9 @@ func (h *Handle) endpointLinkPin(ifindex int) string {
 	return filepath.Join(h.Dir, fmt.Sprintf("%s%d", pinEpLinkPref, ifindex))
 }
 
-// AddEndpoint hooks the transmit program to the endpoint's outer veth, then
-// registers it in the tables (the receive path last). On failure nothing
-// of it is left.
+// AddEndpoint hooks the transmit program to the endpoint's outer veth,
+// adds its MAC to the parent's unicast filter, then registers it in the
+// tables (the receive path last). On failure nothing of it is left.
 func (h *Handle) AddEndpoint(ep maps.Endpoint) (added maps.Endpoint, err error) {
 	prog, err := ebpf.LoadPinnedProgram(filepath.Join(h.Dir, pinEpTxProg), nil)
 	if err != nil {
@@ -159,18 +162,55 @@ func (h *Handle) AddEndpoint(ep maps.Endpoint) (added maps.Endpoint, err error) 
 	if err := l.Pin(pin); err != nil {
 		return ep, fmt.Errorf("pin endpoint link: %w", err)
 	}
+	fdb, err := h.unicastEntry(ep.MAC)
+	if err == nil {
+		err = netlink.NeighAppend(fdb)
+	}
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		l.Unpin()
+		return ep, fmt.Errorf("add %s to the parent's unicast filter: %w", ep.MAC, err)
+	}
 	added, err = h.Tables.AddEndpoint(ep)
 	if err != nil {
+		netlink.NeighDel(fdb)
 		l.Unpin()
 		return ep, err
 	}
 	return added, nil
 }
 
-// RemoveEndpoint is the reverse of AddEndpoint. It is idempotent.
-func (h *Handle) RemoveEndpoint(ifindex int) error {
-	if err := h.Tables.DeleteEndpoint(ifindex); err != nil {
+// unicastEntry is the parent's "self" fdb entry for mac: from user space,
+// what kernel macvlan does with dev_uc_add. A NIC with a unicast filter
+// then accepts the MAC without promiscuous mode; one without falls back to
+// promiscuous mode by itself.
+func (h *Handle) unicastEntry(mac net.HardwareAddr) (*netlink.Neigh, error) {
+	s, err := h.Tables.Settings()
+	if err != nil {
+		return nil, err
+	}
+	return &netlink.Neigh{LinkIndex: s.ParentIfindex, Family: unix.AF_BRIDGE,
+		Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT, HardwareAddr: mac}, nil
+}
+
+// RemoveEndpoint takes an endpoint apart, in the reverse order of its
+// making: tables, link, unicast filter entry, and last its veth (deleting
+// the outer end deletes the pair). It is idempotent.
+func (h *Handle) RemoveEndpoint(ep maps.Endpoint) error {
+	if err := h.Tables.DeleteEndpoint(ep.Ifindex); err != nil {
 		return err
 	}
-	return removeLink(h.endpointLinkPin(ifindex))
+	if err := removeLink(h.endpointLinkPin(ep.Ifindex)); err != nil {
+		return err
+	}
+	if fdb, err := h.unicastEntry(ep.MAC); err == nil {
+		if err := netlink.NeighDel(fdb); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
+			return fmt.Errorf("remove %s from the parent's unicast filter: %w", ep.MAC, err)
+		}
+	}
+	if l, err := netlink.LinkByIndex(ep.Ifindex); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			return fmt.Errorf("delete endpoint veth %s: %w", l.Attrs().Name, err)
+		}
+	}
+	return nil
 }
