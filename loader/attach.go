@@ -103,11 +103,17 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 	if err := attachXDP(&t, dir, parent, opts.Mode, opts.Replace, d, res); err != nil {
 		return nil, err
 	}
+	if err := failpoint("after-xdp"); err != nil {
+		return nil, err
+	}
 	if err := ensureTCX(&t, filepath.Join(dir, pinRxTCLink), ifindex, ebpf.AttachTCXIngress,
 		d.program(bpf.XmacvlanProgXmvRxTc), opts.Replace, res); err != nil {
 		return nil, err
 	}
 	if err := upgradeEndpointLinks(&t, dir, d.program(bpf.XmacvlanProgXmvEpTx), opts.Replace, res); err != nil {
+		return nil, err
+	}
+	if err := failpoint("after-links"); err != nil {
 		return nil, err
 	}
 
@@ -136,6 +142,9 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 		return nil, err
 	}
 	t.rollback.push(func() { tables.SetSettings(old) })
+	if err := failpoint("after-settings"); err != nil {
+		return nil, err
+	}
 
 	// Tables are pinned only now that the programs using them run.
 	for _, name := range maps.Names() {
@@ -147,6 +156,9 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 			return nil, fmt.Errorf("pin table %s: %w", name, err)
 		}
 		t.rollback.push(func() { os.Remove(pin) })
+	}
+	if err := failpoint("after-pins"); err != nil {
+		return nil, err
 	}
 	if err := setHairpinLink(&t, dir, ifindex, settings.Hairpin, d.program(bpf.XmacvlanProgXmvHostTx), opts.Replace, res); err != nil {
 		return nil, err

@@ -31,6 +31,9 @@ const (
 // lockTimeout bounds how long a run waits for another one to finish.
 var lockTimeout = 30 * time.Second
 
+// failpoint lets tests fail a run at a named step, to check the rollback.
+var failpoint = func(step string) error { return nil }
+
 // checkBPFFS refuses a root that is not on a bpf filesystem: pins anywhere
 // else would not outlive this process.
 func checkBPFFS(root string) error {
