@@ -40,13 +40,15 @@ type rxOutcome struct {
 
 type rxModel struct {
 	networks  map[uint16]bool
+	modes     map[uint16]maps.Mode
 	endpoints map[uint16]map[string]maps.Endpoint // vlan -> MAC -> endpoint
 }
 
 func newRxModel(networks []maps.Network, eps []maps.Endpoint) rxModel {
-	m := rxModel{networks: map[uint16]bool{}, endpoints: map[uint16]map[string]maps.Endpoint{}}
+	m := rxModel{networks: map[uint16]bool{}, modes: map[uint16]maps.Mode{}, endpoints: map[uint16]map[string]maps.Endpoint{}}
 	for _, n := range networks {
 		m.networks[n.VLAN] = true
+		m.modes[n.VLAN] = n.Mode
 		m.endpoints[n.VLAN] = map[string]maps.Endpoint{}
 	}
 	for _, ep := range eps {
@@ -102,3 +104,61 @@ func (m rxModel) rx(frame []byte) rxOutcome {
 	}
 	return rxOutcome{action: xdpRedirect, vlan: vlan, endpoint: &ep, out: out}
 }
+
+// The transmit decision (xmv_ep_tx): what a frame an endpoint sends becomes.
+
+const (
+	tcActShot     = 2
+	tcActRedirect = 7
+)
+
+type txOutcome struct {
+	action      uint32
+	reason      maps.DropReason // for tcActShot
+	localTo     *maps.Endpoint  // switched to this endpoint on the host
+	toHost      bool            // hairpinned to the host
+	floodCopies int             // copies to other members on the host
+}
+
+func (m rxModel) tx(from maps.Endpoint, frame []byte, hairpin bool, parentMAC net.HardwareAddr) txOutcome {
+	const runt, spoofed, tagged, private = 0, 4, 5, 6
+	drop := func(r maps.DropReason) txOutcome { return txOutcome{action: tcActShot, reason: r} }
+	if len(frame) < 14 {
+		return drop(runt)
+	}
+	if isVLANType(binary.BigEndian.Uint16(frame[12:14])) {
+		if len(frame) < 18 {
+			return drop(runt)
+		}
+		return drop(tagged)
+	}
+	if !bytesEqual(frame[6:12], from.MAC) {
+		return drop(spoofed)
+	}
+	dst := net.HardwareAddr(frame[0:6])
+	mode := m.modes[from.VLAN]
+	toHost := hairpin && from.VLAN == 0
+	if dst[0]&1 != 0 {
+		copies := 0
+		// Copies go out through each member's veth, which refuses a frame
+		// longer than its MTU (1500 here) + Ethernet header + one tag.
+		if mode == maps.Bridge && len(frame) <= 1500+14+4 {
+			copies = len(m.endpoints[from.VLAN]) - 1
+		}
+		return txOutcome{action: tcActRedirect, floodCopies: copies, toHost: toHost}
+	}
+	if toHost && bytesEqual(dst, parentMAC) {
+		return txOutcome{action: tcActRedirect, toHost: true}
+	}
+	if peer, ok := m.endpoints[from.VLAN][dst.String()]; ok {
+		switch mode {
+		case maps.Private:
+			return drop(private)
+		case maps.Bridge:
+			return txOutcome{action: tcActRedirect, localTo: &peer}
+		}
+	}
+	return txOutcome{action: tcActRedirect} // to the wire, tagged with the VLAN
+}
+
+func bytesEqual(a, b []byte) bool { return string(a) == string(b) }

@@ -23,6 +23,7 @@ type fixture struct {
 	ns     *testutil.Netns
 	eps    map[string]maps.Endpoint
 	model  rxModel
+	parent int // ifindex standing in for the parent
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -45,7 +46,7 @@ func newFixture(t testing.TB) *fixture {
 	}
 	f := &fixture{coll: coll, tables: tables, ns: testutil.NewNetns(t, "xu"), eps: map[string]maps.Endpoint{}}
 
-	for _, n := range []maps.Network{{VLAN: 0}, {VLAN: 10}, {VLAN: 20, Mode: maps.Private}} {
+	for _, n := range []maps.Network{{VLAN: 0}, {VLAN: 10}, {VLAN: 20, Mode: maps.Private}, {VLAN: 40, Mode: maps.VEPA}} {
 		if err := tables.AddNetwork(n); err != nil {
 			t.Fatal(err)
 		}
@@ -61,6 +62,9 @@ func newFixture(t testing.TB) *fixture {
 		{"v10xdp", 10, "02:00:00:00:10:02", true},
 		// Same MAC as "untagged", on another VLAN: VLANs are separate.
 		{"v20xdp", 20, "02:00:00:00:00:0a", true},
+		{"v20skb", 20, "02:00:00:00:20:02", false},
+		{"v40a", 40, "02:00:00:00:40:01", false},
+		{"v40b", 40, "02:00:00:00:40:02", false},
 	} {
 		ifindex := f.veth(t, ep.name)
 		mac, _ := net.ParseMAC(ep.mac)
@@ -83,7 +87,23 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	f.model = newRxModel(networks, eps)
+	f.parent = f.veth(t, "parent")
+	err = tables.SetSettings(maps.Settings{ParentIfindex: f.parent, ParentMAC: mustMAC(parentMAC)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return f
+}
+
+// parentMAC is the parent's MAC in the fixture's settings.
+const parentMAC = "02:00:00:00:ee:ee"
+
+func mustMAC(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
 }
 
 // veth creates a veth pair in the fixture's namespace and returns the
@@ -96,6 +116,15 @@ func (f *fixture) veth(t testing.TB, name string) int {
 	}
 	if err := f.ns.NL.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "i" + la.Name[1:]}); err != nil {
 		t.Fatalf("veth %s: %v", name, err)
+	}
+	for _, name := range []string{la.Name, "i" + la.Name[1:]} {
+		l, err := f.ns.NL.LinkByName(name)
+		if err == nil {
+			err = f.ns.NL.LinkSetUp(l) // flood copies go out only through an up device
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	l, err := f.ns.NL.LinkByName(la.Name)
 	if err != nil {

@@ -226,6 +226,15 @@ func run(ns *testutil.Netns, name string, args ...string) (string, error) {
 	return string(out), nil
 }
 
+// runCmd runs a command in the caller's namespace.
+func runCmd(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
 func ping(ns *testutil.Netns, ip string) error {
 	_, err := run(ns, "ping", "-c", "2", "-i", "0.2", "-W", "1", ip)
 	return err

@@ -1,0 +1,177 @@
+package bpf_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/xmacvlan/xmacvlan/bpf"
+	"github.com/xmacvlan/xmacvlan/maps"
+)
+
+// skbCtx is the head of struct __sk_buff, for BPF_PROG_RUN: the kernel
+// runs the program as if the frame arrived on ifindex.
+type skbCtx struct {
+	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTCI, VlanProto uint32
+	Priority, IngressIfindex, Ifindex                                          uint32
+}
+
+// runTx runs xmv_ep_tx on a frame sent by endpoint ep. BPF_PROG_RUN
+// refuses (EINVAL) an IPv4/IPv6 frame too short for its IP header.
+func (f *fixture) runTx(ep maps.Endpoint, frame []byte) (ret uint32, err error) {
+	err = f.ns.Do(func() (err error) {
+		ret, err = f.coll.Programs[bpf.XmacvlanProgXmvEpTx].Run(&ebpf.RunOptions{
+			Data: frame, Context: skbCtx{Ifindex: uint32(ep.Ifindex)},
+		})
+		return err
+	})
+	return ret, err
+}
+
+func (f *fixture) setHairpin(t testing.TB, on bool) {
+	s, err := f.tables.Settings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Hairpin = on
+	if err := f.tables.SetSettings(s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkTx compares the program with the model, on verdict and on the
+// counters that say where the frame went.
+func (f *fixture) checkTx(t *testing.T, from maps.Endpoint, frame []byte, hairpin bool) txOutcome {
+	t.Helper()
+	f.setHairpin(t, hairpin)
+	want := f.model.tx(from, frame, hairpin, mustMAC(parentMAC))
+	drops0, _ := f.tables.Drops()
+	ev0, _ := f.tables.Events()
+	var peer0 maps.Traffic
+	if want.localTo != nil {
+		peer0, _ = f.tables.EndpointTraffic(want.localTo.ID)
+	}
+
+	got, err := f.runTx(from, frame)
+	if errors.Is(err, unix.EINVAL) {
+		t.Skipf("the kernel refuses this input: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got != want.action {
+		t.Fatalf("verdict %d, model says %d", got, want.action)
+	}
+	drops, _ := f.tables.Drops()
+	for r := range drops {
+		wantDelta := uint64(0)
+		if want.action == tcActShot && maps.DropReason(r) == want.reason {
+			wantDelta = 1
+		}
+		if d := drops[r].Packets - drops0[r].Packets; d != wantDelta {
+			t.Errorf("drop counter %s moved by %d, want %d", maps.DropReason(r), d, wantDelta)
+		}
+	}
+	ev, _ := f.tables.Events()
+	delta := func(e maps.EventKind) uint64 { return ev[e].Packets - ev0[e].Packets }
+	if d := delta(maps.EvLocalSwitch); d != uint64(b2i(want.localTo != nil)) {
+		t.Errorf("local switch events +%d, want local=%v", d, want.localTo != nil)
+	}
+	if d := delta(maps.EvHairpinToHost); d != uint64(b2i(want.toHost)) {
+		t.Errorf("hairpin events +%d, want hairpin=%v", d, want.toHost)
+	}
+	if d := delta(maps.EvFloodCopies); d != uint64(want.floodCopies) {
+		t.Errorf("flood copies +%d, want %d", d, want.floodCopies)
+	}
+	if want.localTo != nil {
+		peer, _ := f.tables.EndpointTraffic(want.localTo.ID)
+		if peer.RxPackets != peer0.RxPackets+1 {
+			t.Errorf("local peer %d did not count the frame", want.localTo.ID)
+		}
+	}
+	return want
+}
+
+// txCases is the transmit spec: who sends what, and what must become of it.
+var txCases = []struct {
+	name    string
+	from    string
+	dst     string
+	src     string // "" = the sender's own MAC
+	tags    []tag
+	hairpin bool
+	want    string // drop:<reason>, local, wire, host, flood:<copies>
+}{
+	{"bridge: to a neighbour", "v10skb", "02:00:00:00:10:02", "", nil, false, "local"},
+	{"to the wire", "v10skb", "02:00:00:00:77:77", "", nil, false, "wire"},
+	{"private: to a neighbour", "v20xdp", "02:00:00:00:20:02", "", nil, false, "drop:private_mode"},
+	{"private: to the wire", "v20xdp", "02:00:00:00:77:77", "", nil, false, "wire"},
+	{"vepa: to a neighbour goes to the wire", "v40a", "02:00:00:00:40:02", "", nil, false, "wire"},
+	{"spoofed source MAC", "v10skb", "02:00:00:00:77:77", "02:00:00:00:10:02", nil, false, "drop:spoofed_src"},
+	{"802.1Q tagged (VLAN hopping)", "v10skb", "02:00:00:00:77:77", "", dot1q(20), false, "drop:tagged_from_endpoint"},
+	{"802.1ad tagged", "v10skb", "02:00:00:00:77:77", "", []tag{{etherTypeQinQ, 20}}, false, "drop:tagged_from_endpoint"},
+	{"bridge: broadcast", "v10skb", bcast, "", nil, false, "flood:1"},
+	{"private: broadcast", "v20xdp", bcast, "", nil, false, "flood:0"},
+	{"vepa: broadcast", "v40a", bcast, "", nil, false, "flood:0"},
+	{"hairpin: to the parent's MAC", "untagged", parentMAC, "", nil, true, "host"},
+	{"no hairpin: to the parent's MAC", "untagged", parentMAC, "", nil, false, "wire"},
+	{"hairpin: broadcast also to the host", "untagged", bcast, "", nil, true, "flood:0"},
+	{"hairpin is for the untagged segment only", "v10skb", parentMAC, "", nil, true, "wire"},
+}
+
+func TestTxEndpoint(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range txCases {
+		t.Run(tc.name, func(t *testing.T) {
+			from := f.eps[tc.from]
+			src := tc.src
+			if src == "" {
+				src = from.MAC.String()
+			}
+			got := f.checkTx(t, from, ethFrame(tc.dst, src, tc.tags, ipv4, 50), tc.hairpin)
+			var desc string
+			switch {
+			case got.action == tcActShot:
+				desc = "drop:" + got.reason.String()
+			case got.localTo != nil:
+				desc = "local"
+			case tc.dst == bcast:
+				desc = fmt.Sprint("flood:", got.floodCopies)
+			case got.toHost:
+				desc = "host"
+			default:
+				desc = "wire"
+			}
+			if desc != tc.want {
+				t.Fatalf("model predicts %s, the spec says %s", desc, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzTxEndpoint sends arbitrary frames from each endpoint in turn.
+func FuzzTxEndpoint(f *testing.F) {
+	for i, tc := range txCases {
+		f.Add(uint8(i), ethFrame(tc.dst, "02:00:00:00:10:01", tc.tags, ipv4, 50))
+	}
+	fx := newFixture(f)
+	var senders []maps.Endpoint
+	for _, ep := range fx.eps {
+		senders = append(senders, ep)
+	}
+	f.Fuzz(func(t *testing.T, who uint8, frame []byte) {
+		if len(frame) < 14 {
+			return
+		}
+		from := senders[int(who)%len(senders)]
+		// Half the time, make the source MAC the sender's own.
+		if who&0x80 == 0 {
+			copy(frame[6:12], from.MAC)
+		}
+		fx.checkTx(t, from, frame, binary.BigEndian.Uint16(frame[12:14])&1 == 0)
+	})
+}
