@@ -36,6 +36,7 @@ unit:
 
 fuzz: setup
 	$(GO) test ./bpf/ -run XXX -fuzz FuzzRxXDP -fuzztime $(FUZZTIME)
+	$(GO) test ./bpf/ -run XXX -fuzz FuzzTxEndpoint -fuzztime $(FUZZTIME)
 
 demo: setup build
 	./bin/xmacvlan demo
