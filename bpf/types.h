@@ -108,6 +108,7 @@ enum drop_reason {
 	DROP_PRIVATE_MODE,        /* endpoint to endpoint in a private network */
 	DROP_NOT_ENDPOINT,        /* frame from an interface missing from the endpoint table */
 	DROP_HELPER_FAILED,       /* a tag push/pop or head adjust failed */
+	DROP_LOOPED,              /* a local endpoint's flood came back from the wire */
 	DROP_REASON_MAX,
 };
 

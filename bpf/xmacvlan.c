@@ -329,6 +329,17 @@ int xmv_rx_tc(struct __sk_buff *skb)
 		if (!net)
 			return TC_ACT_OK;
 		__builtin_memcpy(src, f.eth->h_source, ETH_ALEN);
+		/* A switch that reflects frames (hairpin port) sends a local
+		 * endpoint's flood back: the members had their copies already
+		 * (bridge) or must not have any (private). vepa relies on it. */
+		if (net->mode != MODE_VEPA) {
+			struct mac_key key = {.vlan = vlan};
+			__builtin_memcpy(key.mac, src, ETH_ALEN);
+			if (bpf_map_lookup_elem(&xmv_macs, &key)) {
+				count_drop(DROP_LOOPED, skb->len);
+				return TC_ACT_SHOT;
+			}
+		}
 		if (skb_strip_tag(skb))
 			return TC_ACT_SHOT;
 		count_rx(&xmv_vlan_stats, vlan, skb->len);

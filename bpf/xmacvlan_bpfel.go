@@ -31,7 +31,8 @@ const (
 	XmacvlanDropReasonDROP_PRIVATE_MODE         XmacvlanDropReason = 6
 	XmacvlanDropReasonDROP_NOT_ENDPOINT         XmacvlanDropReason = 7
 	XmacvlanDropReasonDROP_HELPER_FAILED        XmacvlanDropReason = 8
-	XmacvlanDropReasonDROP_REASON_MAX           XmacvlanDropReason = 9
+	XmacvlanDropReasonDROP_LOOPED               XmacvlanDropReason = 9
+	XmacvlanDropReasonDROP_REASON_MAX           XmacvlanDropReason = 10
 )
 
 type XmacvlanEndpoint struct {

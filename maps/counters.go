@@ -42,6 +42,7 @@ var dropReasons = [bpf.XmacvlanDropReasonDROP_REASON_MAX]described{
 	bpf.XmacvlanDropReasonDROP_PRIVATE_MODE:         {"private_mode", "endpoint to endpoint inside a private network"},
 	bpf.XmacvlanDropReasonDROP_NOT_ENDPOINT:         {"not_endpoint", "frame from an interface that is not (or no longer) an endpoint"},
 	bpf.XmacvlanDropReasonDROP_HELPER_FAILED:        {"helper_failed", "a VLAN tag push/pop or head adjustment failed in the kernel"},
+	bpf.XmacvlanDropReasonDROP_LOOPED:               {"looped", "a local endpoint's broadcast came back from the wire (reflecting switch); only vepa networks take those"},
 }
 
 var events = [bpf.XmacvlanEventEV_MAX]described{
@@ -75,6 +76,7 @@ const (
 	DropSpoofedSrc         = DropReason(bpf.XmacvlanDropReasonDROP_SPOOFED_SRC)
 	DropTaggedFromEndpoint = DropReason(bpf.XmacvlanDropReasonDROP_TAGGED_FROM_ENDPOINT)
 	DropPrivateMode        = DropReason(bpf.XmacvlanDropReasonDROP_PRIVATE_MODE)
+	DropLooped             = DropReason(bpf.XmacvlanDropReasonDROP_LOOPED)
 )
 
 // DropReasons lists every reason, in enum order.

@@ -226,6 +226,12 @@ func run(ns *testutil.Netns, name string, args ...string) (string, error) {
 	return string(out), nil
 }
 
+// startCmd starts a command inside a namespace and leaves it running.
+func startCmd(ns *testutil.Netns, name string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command("nsenter", append([]string{"--net=" + ns.Path(), name}, args...)...)
+	return cmd, cmd.Start()
+}
+
 // runCmd runs a command in the caller's namespace.
 func runCmd(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()

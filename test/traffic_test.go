@@ -106,6 +106,11 @@ func startCapture(t *testing.T, ns *testutil.Netns, dev string) *capture {
 		if err != nil {
 			return err
 		}
+		// The kernel reports a tag kept in skb metadata as auxiliary
+		// data: put it back into the frame, as tcpdump does.
+		if err := unix.SetsockoptInt(c.fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
+			return err
+		}
 		return unix.Bind(c.fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
 	})
 	if err != nil {
@@ -114,9 +119,9 @@ func startCapture(t *testing.T, ns *testutil.Netns, dev string) *capture {
 	unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000})
 	go func() {
 		defer close(c.done)
-		buf := make([]byte, 65536)
+		buf, oob := make([]byte, 65536), make([]byte, 1024)
 		for {
-			n, from, err := unix.Recvfrom(c.fd, buf, 0)
+			n, oobn, _, from, err := unix.Recvmsg(c.fd, buf, oob, 0)
 			if err == unix.EAGAIN || err == unix.EINTR {
 				continue
 			}
@@ -127,13 +132,40 @@ func startCapture(t *testing.T, ns *testutil.Netns, dev string) *capture {
 			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
 				continue
 			}
+			f := withAuxTag(append([]byte{}, buf[:n]...), oob[:oobn])
 			c.mu.Lock()
-			c.frames = append(c.frames, append([]byte{}, buf[:n]...))
+			c.frames = append(c.frames, f)
 			c.mu.Unlock()
 		}
 	}()
 	t.Cleanup(c.stop)
 	return c
+}
+
+// withAuxTag reinserts the VLAN tag the kernel reported in
+// PACKET_AUXDATA (struct tpacket_auxdata) after the MAC addresses.
+func withAuxTag(f, oob []byte) []byte {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil || len(f) < 12 {
+		return f
+	}
+	for _, m := range msgs {
+		if m.Header.Level != unix.SOL_PACKET || m.Header.Type != unix.PACKET_AUXDATA || len(m.Data) < 20 {
+			continue
+		}
+		status := binary.NativeEndian.Uint32(m.Data[0:])
+		tci := binary.NativeEndian.Uint16(m.Data[16:])
+		tpid := binary.NativeEndian.Uint16(m.Data[18:])
+		if status&unix.TP_STATUS_VLAN_VALID == 0 {
+			continue
+		}
+		if status&unix.TP_STATUS_VLAN_TPID_VALID == 0 {
+			tpid = 0x8100
+		}
+		tag := binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, tpid), tci)
+		return append(append(append([]byte{}, f[:12]...), tag...), f[12:]...)
+	}
+	return f
 }
 
 func (c *capture) stop() {
@@ -149,6 +181,32 @@ func (c *capture) matching(marker []byte) [][]byte {
 	var out [][]byte
 	for _, f := range c.frames {
 		if bytes.Contains(f, marker) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// unicast returns the frames from src to dst.
+func (c *capture) unicast(src, dst net.HardwareAddr) [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out [][]byte
+	for _, f := range c.frames {
+		if bytes.Equal(f[0:6], dst) && bytes.Equal(f[6:12], src) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// from returns the frames sent by src, to anyone.
+func (c *capture) from(src net.HardwareAddr) [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out [][]byte
+	for _, f := range c.frames {
+		if bytes.Equal(f[6:12], src) {
 			out = append(out, f)
 		}
 	}
