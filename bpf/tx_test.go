@@ -17,7 +17,7 @@ import (
 // runs the program as if the frame arrived on ifindex.
 type skbCtx struct {
 	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTCI, VlanProto uint32
-	Priority, IngressIfindex, Ifindex                                          uint32
+	Priority, IngressIfindex, Ifindex                                           uint32
 }
 
 // runTx runs xmv_ep_tx on a frame sent by endpoint ep. BPF_PROG_RUN

@@ -58,13 +58,13 @@ func snapshot(t *testing.T, ns *testutil.Netns, root, parent string) parentState
 func (a parentState) equal(b parentState) bool {
 	return slices.Equal(a.pins, b.pins) && a.xdpProg == b.xdpProg && a.rxVLAN == b.rxVLAN &&
 		len(a.progs) == len(b.progs) && func() bool {
-			for k, v := range a.progs {
-				if b.progs[k] != v {
-					return false
-				}
+		for k, v := range a.progs {
+			if b.progs[k] != v {
+				return false
 			}
-			return true
-		}()
+		}
+		return true
+	}()
 }
 
 // A run that fails at any step leaves the parent exactly as it found it:
