@@ -381,15 +381,24 @@ func (t *Tables) Endpoints() ([]Endpoint, error) {
 	return out, nil
 }
 
-// freeID returns the lowest counter slot no endpoint uses.
+// freeID returns the lowest counter slot no endpoint uses. It reads the
+// endpoint table in batches: one syscall, not two per endpoint.
 func (t *Tables) freeID() (int, error) {
-	eps, err := t.Endpoints()
-	if err != nil {
-		return 0, err
-	}
 	used := make([]bool, MaxEndpoints)
-	for _, ep := range eps {
-		used[ep.ID] = true
+	keys := make([]uint32, MaxEndpoints)
+	vals := make([]bpf.XmacvlanEndpoint, MaxEndpoints)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := t.endpoints.BatchLookup(&cursor, keys, vals, nil)
+		for _, ep := range vals[:n] {
+			used[ep.Id] = true
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break // the end of the table
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read endpoint table: %w", err)
+		}
 	}
 	for id, u := range used {
 		if !u {

@@ -1,0 +1,66 @@
+package maps
+
+import "fmt"
+
+// Snapshot is every counter of one parent with the networks and endpoints
+// they belong to, read in one pass. It only reads; the caller holds the
+// loader's lock so that no endpoint comes or goes halfway through.
+type Snapshot struct {
+	Networks  []Network          // ordered by VLAN
+	Endpoints []EndpointCounters // ordered by VLAN, then ID
+	VLANs     []VLANCounters     // one per network, ordered by VLAN
+	Drops     []Count            // indexed by DropReason
+	Events    []Count            // indexed by EventKind
+}
+
+// EndpointCounters is an endpoint and its traffic.
+type EndpointCounters struct {
+	Endpoint Endpoint
+	Traffic  Traffic
+}
+
+// VLANCounters is a VLAN's traffic. VLAN counters are not the sum of their
+// endpoints': a flooded frame counts once here and once per copy there.
+type VLANCounters struct {
+	VLAN    uint16
+	Traffic Traffic
+}
+
+// Snapshot reads every counter. Any failure fails the whole read: a caller
+// never sees part of the counters.
+func (t *Tables) Snapshot() (Snapshot, error) {
+	var s Snapshot
+	var err error
+	if s.Networks, err = t.Networks(); err != nil {
+		return Snapshot{}, err
+	}
+	eps, err := t.Endpoints()
+	if err != nil {
+		return Snapshot{}, err
+	}
+	s.Endpoints = make([]EndpointCounters, 0, len(eps))
+	for _, ep := range eps {
+		tr, err := t.EndpointTraffic(ep.ID)
+		if err != nil {
+			return Snapshot{}, fmt.Errorf("endpoint %d: %w", ep.Ifindex, err)
+		}
+		s.Endpoints = append(s.Endpoints, EndpointCounters{Endpoint: ep, Traffic: tr})
+	}
+	// Only VLANs with a network: the others never count traffic (their
+	// frames are drops), and the table has 4095 slots to read.
+	s.VLANs = make([]VLANCounters, 0, len(s.Networks))
+	for _, n := range s.Networks {
+		tr, err := t.VLANTraffic(n.VLAN)
+		if err != nil {
+			return Snapshot{}, err
+		}
+		s.VLANs = append(s.VLANs, VLANCounters{VLAN: n.VLAN, Traffic: tr})
+	}
+	if s.Drops, err = t.Drops(); err != nil {
+		return Snapshot{}, err
+	}
+	if s.Events, err = t.Events(); err != nil {
+		return Snapshot{}, err
+	}
+	return s, nil
+}
