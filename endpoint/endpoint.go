@@ -35,6 +35,9 @@ type Spec struct {
 
 var ifnameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
 
+// failpoint lets tests fail Add at a named step, to check the rollback.
+var failpoint = func(step string) error { return nil }
+
 // target is the namespace the inner end goes to.
 type target struct {
 	ns    netns.NsHandle
@@ -120,7 +123,13 @@ func Add(h *loader.Handle, n maps.Network, s Spec) (ep maps.Endpoint, err error)
 	if err != nil {
 		return ep, err
 	}
+	if err := failpoint("after-veth"); err != nil {
+		return ep, err
+	}
 	if err := configureInner(tg, s); err != nil {
+		return ep, err
+	}
+	if err := failpoint("after-inner"); err != nil {
 		return ep, err
 	}
 	ep, err = h.AddEndpoint(maps.Endpoint{
@@ -128,6 +137,10 @@ func Add(h *loader.Handle, n maps.Network, s Spec) (ep maps.Endpoint, err error)
 		Netns: tg.name, NetnsIno: tg.ino, Ifname: s.Name, IP: s.IP,
 	})
 	if err != nil {
+		return ep, err
+	}
+	undo = append(undo, func() { h.RemoveEndpoint(ep) })
+	if err := failpoint("after-register"); err != nil {
 		return ep, err
 	}
 	// Peers learn the new MAC at once. Best effort: the endpoint works
