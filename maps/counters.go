@@ -40,7 +40,7 @@ var dropReasons = [bpf.XmacvlanDropReasonDROP_REASON_MAX]described{
 	bpf.XmacvlanDropReasonDROP_SPOOFED_SRC:          {"spoofed_src", "endpoint sent a frame whose source MAC is not its own"},
 	bpf.XmacvlanDropReasonDROP_TAGGED_FROM_ENDPOINT: {"tagged_from_endpoint", "endpoint sent an 802.1Q/802.1ad-tagged frame (VLAN hopping)"},
 	bpf.XmacvlanDropReasonDROP_PRIVATE_MODE:         {"private_mode", "endpoint to endpoint inside a private network"},
-	bpf.XmacvlanDropReasonDROP_NOT_ENDPOINT:         {"not_endpoint", "frame from an interface that is not (or no longer) an endpoint"},
+	bpf.XmacvlanDropReasonDROP_NOT_ENDPOINT:         {"not_endpoint", "frame from an interface that is not (yet, or any more) an endpoint, e.g. sent while its endpoint was being built"},
 	bpf.XmacvlanDropReasonDROP_HELPER_FAILED:        {"helper_failed", "a VLAN tag push/pop or head adjustment failed in the kernel"},
 	bpf.XmacvlanDropReasonDROP_LOOPED:               {"looped", "a local endpoint's broadcast came back from the wire (reflecting switch); only vepa networks take those"},
 }

@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/xmacvlan/xmacvlan/internal/frames"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 )
 
@@ -85,166 +83,52 @@ func tryTCPTransfer(server *testutil.Netns, client *testutil.Netns, addr string,
 	return nil
 }
 
-// capture counts the frames that arrive on an interface whose payload
-// carries a marker, from an AF_PACKET socket opened inside ns.
-type capture struct {
-	fd     int
-	mu     sync.Mutex
-	frames [][]byte
-	done   chan struct{}
-}
+// capture records what arrives on an interface (internal/frames), for
+// the life of the test.
+type capture struct{ *frames.Capture }
 
 func startCapture(t *testing.T, ns *testutil.Netns, dev string) *capture {
 	t.Helper()
-	c := &capture{done: make(chan struct{})}
-	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName(dev)
-		if err != nil {
-			return err
-		}
-		c.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
-		if err != nil {
-			return err
-		}
-		// The kernel reports a tag kept in skb metadata as auxiliary
-		// data: put it back into the frame, as tcpdump does.
-		if err := unix.SetsockoptInt(c.fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
-			return err
-		}
-		return unix.Bind(c.fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
-	})
+	c, err := frames.Listen(ns.Handle, dev)
 	if err != nil {
 		t.Fatalf("capture on %s: %v", dev, err)
 	}
-	unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000})
-	go func() {
-		defer close(c.done)
-		buf, oob := make([]byte, 65536), make([]byte, 1024)
-		for {
-			n, oobn, _, from, err := unix.Recvmsg(c.fd, buf, oob, 0)
-			if err == unix.EAGAIN || err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				return
-			}
-			// Only what arrives, not what the interface sends.
-			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-				continue
-			}
-			f := withAuxTag(append([]byte{}, buf[:n]...), oob[:oobn])
-			c.mu.Lock()
-			c.frames = append(c.frames, f)
-			c.mu.Unlock()
-		}
-	}()
-	t.Cleanup(c.stop)
-	return c
-}
-
-// withAuxTag reinserts the VLAN tag the kernel reported in
-// PACKET_AUXDATA (struct tpacket_auxdata) after the MAC addresses.
-func withAuxTag(f, oob []byte) []byte {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil || len(f) < 12 {
-		return f
-	}
-	for _, m := range msgs {
-		if m.Header.Level != unix.SOL_PACKET || m.Header.Type != unix.PACKET_AUXDATA || len(m.Data) < 20 {
-			continue
-		}
-		status := binary.NativeEndian.Uint32(m.Data[0:])
-		tci := binary.NativeEndian.Uint16(m.Data[16:])
-		tpid := binary.NativeEndian.Uint16(m.Data[18:])
-		if status&unix.TP_STATUS_VLAN_VALID == 0 {
-			continue
-		}
-		if status&unix.TP_STATUS_VLAN_TPID_VALID == 0 {
-			tpid = 0x8100
-		}
-		tag := binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, tpid), tci)
-		return append(append(append([]byte{}, f[:12]...), tag...), f[12:]...)
-	}
-	return f
-}
-
-func (c *capture) stop() {
-	unix.Shutdown(c.fd, unix.SHUT_RDWR)
-	unix.Close(c.fd)
-	<-c.done
+	t.Cleanup(c.Close)
+	return &capture{c}
 }
 
 // matching returns the frames containing marker.
-func (c *capture) matching(marker []byte) [][]byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out [][]byte
-	for _, f := range c.frames {
-		if bytes.Contains(f, marker) {
-			out = append(out, f)
-		}
-	}
-	return out
-}
+func (c *capture) matching(marker []byte) [][]byte { return c.Containing(marker) }
 
 // unicast returns the frames from src to dst.
 func (c *capture) unicast(src, dst net.HardwareAddr) [][]byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out [][]byte
-	for _, f := range c.frames {
-		if bytes.Equal(f[0:6], dst) && bytes.Equal(f[6:12], src) {
-			out = append(out, f)
-		}
-	}
-	return out
+	return c.Select(func(f []byte) bool { return bytes.Equal(f[0:6], dst) && bytes.Equal(f[6:12], src) })
 }
 
 // from returns the frames sent by src, to anyone.
 func (c *capture) from(src net.HardwareAddr) [][]byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out [][]byte
-	for _, f := range c.frames {
-		if bytes.Equal(f[6:12], src) {
-			out = append(out, f)
-		}
-	}
-	return out
+	return c.Select(func(f []byte) bool { return bytes.Equal(f[6:12], src) })
 }
 
 // sender writes raw frames out of an interface, from inside ns.
-type sender struct{ fd, ifindex int }
+type sender struct{ *frames.Sender }
 
 func newSender(t *testing.T, ns *testutil.Netns, dev string) *sender {
 	t.Helper()
-	s := &sender{}
-	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName(dev)
-		if err != nil {
-			return err
-		}
-		s.ifindex = ifi.Index
-		s.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		return err
-	})
+	s, err := frames.NewSender(ns.Handle, dev)
 	if err != nil {
 		t.Fatalf("sender on %s: %v", dev, err)
 	}
-	t.Cleanup(func() { unix.Close(s.fd) })
-	return s
+	t.Cleanup(s.Close)
+	return &sender{s}
 }
 
 func (s *sender) send(t *testing.T, frame []byte) {
 	t.Helper()
-	to := &unix.SockaddrLinklayer{Ifindex: s.ifindex, Halen: 6}
-	copy(to.Addr[:], frame[:6])
-	if err := unix.Sendto(s.fd, frame, 0, to); err != nil {
+	if err := s.Send(frame); err != nil {
 		t.Fatalf("send: %v", err)
 	}
 }
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // frame builds an Ethernet frame: dst, src, optional 802.1Q/802.1ad tags
 // as {tpid, vid} pairs, ethertype 0x88b5 (local experimental) and a

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -61,4 +62,36 @@ func Open(spec string) (netns.NsHandle, error) {
 func isPID(s string) bool {
 	n, err := strconv.Atoi(s)
 	return err == nil && n > 0
+}
+
+// NewNamed creates a network namespace bound at /var/run/netns/NAME, with
+// lo up, without moving the caller into it.
+func NewNamed(name string) (netns.NsHandle, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return 0, err
+	}
+	defer orig.Close()
+	ns, err := netns.NewNamed(name)
+	if err != nil {
+		return 0, fmt.Errorf("create netns %s: %w", name, err)
+	}
+	if err := netns.Set(orig); err != nil {
+		panic(fmt.Sprintf("cannot return to the original netns: %v", err))
+	}
+	err = Do(ns, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	})
+	if err != nil {
+		ns.Close()
+		netns.DeleteNamed(name)
+		return 0, err
+	}
+	return ns, nil
 }

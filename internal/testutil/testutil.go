@@ -6,9 +6,7 @@ package testutil
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"os"
-	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -69,7 +67,7 @@ func (n *Netns) Path() string { return "/var/run/netns/" + n.Name }
 func NewNetns(t testing.TB, prefix string) *Netns {
 	t.Helper()
 	name := Name(prefix)
-	ns, err := newNamed(name)
+	ns, err := nsutil.NewNamed(name)
 	if err != nil {
 		t.Fatalf("create netns %s: %v", name, err)
 	}
@@ -85,33 +83,7 @@ func NewNetns(t testing.TB, prefix string) *Netns {
 		ns.Close()
 		netns.DeleteNamed(name)
 	})
-	lo, err := nl.LinkByName("lo")
-	if err == nil {
-		err = nl.LinkSetUp(lo)
-	}
-	if err != nil {
-		t.Fatalf("lo up in %s: %v", name, err)
-	}
 	return n
-}
-
-// newNamed creates a named namespace without moving the caller into it.
-func newNamed(name string) (netns.NsHandle, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return 0, err
-	}
-	defer orig.Close()
-	ns, err := netns.NewNamed(name)
-	if err != nil {
-		return 0, err
-	}
-	if err := netns.Set(orig); err != nil {
-		panic(fmt.Sprintf("cannot return to the original netns: %v", err))
-	}
-	return ns, nil
 }
 
 // Do runs f on an OS thread inside the namespace. Sockets f opens stay in
