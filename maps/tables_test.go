@@ -74,7 +74,10 @@ func TestBadInputChangesNothing(t *testing.T) {
 			_, err := tb.AddEndpoint(Endpoint{Ifindex: 101, VLAN: 10, MAC: net.HardwareAddr{1, 0, 0x5e, 0, 0, 1}})
 			return err
 		}()},
-		{"zero MAC", func() error { _, err := tb.AddEndpoint(Endpoint{Ifindex: 101, VLAN: 10, MAC: make(net.HardwareAddr, 6)}); return err }()},
+		{"zero MAC", func() error {
+			_, err := tb.AddEndpoint(Endpoint{Ifindex: 101, VLAN: 10, MAC: make(net.HardwareAddr, 6)})
+			return err
+		}()},
 		{"delete network in use", tb.DeleteNetwork(10)},
 	} {
 		if tc.err == nil {
