@@ -132,12 +132,12 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 		settings.Hairpin = *opts.Hairpin
 	}
 	res.Hairpin = settings.Hairpin
-	if note, turnedOff, err := keepTagsInFrame(&t, opts.Parent); err != nil {
+	note, turnedOff, err := keepTagsInFrame(&t, opts.Parent, settings.RestoreRxVLAN)
+	if err != nil {
 		return nil, err
-	} else {
-		res.Notes = append(res.Notes, note)
-		settings.RestoreRxVLAN = settings.RestoreRxVLAN || turnedOff
 	}
+	res.Notes = append(res.Notes, note)
+	settings.RestoreRxVLAN = settings.RestoreRxVLAN || turnedOff
 	if err := tables.SetSettings(settings); err != nil {
 		return nil, err
 	}
@@ -334,13 +334,16 @@ func upgradeEndpointLinks(t *txn, dir string, prog *ebpf.Program, replace bool, 
 // keepTagsInFrame turns rx-vlan offload off on the parent: XDP cannot see a
 // tag the NIC moved into metadata (it reads VID 0) unless the driver offers
 // the rx_vlan_tag kfunc, which the device-bound variant uses where it can.
-func keepTagsInFrame(t *txn, parent string) (note string, turnedOff bool, err error) {
+// wasOurs says an earlier attach turned it off already.
+func keepTagsInFrame(t *txn, parent string, wasOurs bool) (note string, turnedOff bool, err error) {
 	on, err := ethtool.RxVLANOffload(parent)
 	switch {
 	case errors.Is(err, ethtool.ErrFixed):
 		return "rx-vlan offload: not reported by the driver", false, nil
 	case err != nil:
 		return "", false, err
+	case !on && wasOurs:
+		return "rx-vlan offload: off since xmacvlan attached (restored on detach)", false, nil
 	case !on:
 		return "rx-vlan offload: off (VLAN tags stay in the frame)", false, nil
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/xmacvlan/xmacvlan/maps"
 )
@@ -24,7 +25,11 @@ type ParentStatus struct {
 	Links    []LinkStatus   `json:"links"`
 	Tables   []TableStatus  `json:"tables"`
 	Settings *maps.Settings `json:"settings,omitempty"`
-	Error    string         `json:"error,omitempty"`
+	// How the parent accepts the endpoints' MACs: its promiscuity count
+	// (0 = not promiscuous) and the unicast addresses it filters on.
+	Promiscuity int    `json:"promiscuity"`
+	UnicastMACs int    `json:"unicast_macs"`
+	Error       string `json:"error,omitempty"`
 }
 
 // LinkStatus describes one pinned link and the program it runs.
@@ -89,6 +94,8 @@ func parentStatus(dir string) ParentStatus {
 	}
 	if l, err := netlink.LinkByName(st.Parent); err == nil && l.Attrs().Index == st.Ifindex {
 		st.Present = true
+		st.Promiscuity = l.Attrs().Promisc
+		st.UnicastMACs = unicastMACs(st.Ifindex)
 		st.XDPMode = xdpModeOf(l)
 		if st.XDPMode == "none" && exists(filepath.Join(dir, pinRxTCLink)) {
 			st.XDPMode = ModeGeneric // tcx alone: see attachXDP
@@ -150,6 +157,22 @@ func countEntries(m *ebpf.Map) int {
 	it := m.Iterate()
 	for it.Next(&key, &val) {
 		n++
+	}
+	return n
+}
+
+// unicastMACs counts the unicast addresses on the parent's filter list
+// (the "self" fdb entries; multicast groups excluded).
+func unicastMACs(ifindex int) int {
+	neighs, err := netlink.NeighList(ifindex, unix.AF_BRIDGE)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, ne := range neighs {
+		if ne.Flags&netlink.NTF_SELF != 0 && len(ne.HardwareAddr) == 6 && ne.HardwareAddr[0]&1 == 0 {
+			n++
+		}
 	}
 	return n
 }

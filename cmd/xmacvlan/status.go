@@ -54,6 +54,13 @@ func printStatus(cmd *cobra.Command, st loader.ParentStatus) {
 		presence = "  (interface not found in this network namespace)"
 	}
 	fmt.Fprintf(w, "parent %s  ifindex %d  XDP %s  hairpin %s%s\n", st.Parent, st.Ifindex, st.XDPMode, onOff(st.Hairpin), presence)
+	if st.Present {
+		filter := "unicast filter"
+		if st.Promiscuity > 0 {
+			filter = "promiscuous (the driver has no unicast filter, or something else asked for it)"
+		}
+		fmt.Fprintf(w, "  accepts endpoint MACs by: %s; %d unicast MACs on the parent's list\n", filter, st.UnicastMACs)
+	}
 	if st.Error != "" {
 		fmt.Fprintf(w, "  error: %s\n", st.Error)
 		return
