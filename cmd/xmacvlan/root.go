@@ -41,6 +41,9 @@ func newRootCmd() *cobra.Command {
 		newStatusCmd(g),
 		newNetworkCmd(g),
 		newEndpointCmd(g),
+		newDemoCmd(),
+		newStatsCmd(g),
+		newMetricsCmd(g),
 	)
 	return cmd
 }

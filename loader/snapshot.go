@@ -1,0 +1,74 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/xmacvlan/xmacvlan/maps"
+)
+
+// ParentSnapshot is the counters of one attached parent.
+type ParentSnapshot struct {
+	Parent string
+	maps.Snapshot
+}
+
+// Snapshots reads the counters of every parent attached under root, or of
+// the one named by only. It holds root's lock for the whole read, so every
+// parent is seen between two changes, never during one; each call opens
+// the pins afresh, so parents detached and attached again between calls
+// are simply read as they are now. A root that does not exist has no
+// parents; a directory without a live attach is skipped.
+func Snapshots(root, only string) ([]ParentSnapshot, error) {
+	if only != "" {
+		if err := checkParentName(only); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
+		return nil, notAttached(only)
+	}
+	lock, err := lockRoot(root)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock(lock)
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, err
+	}
+	var out []ParentSnapshot
+	for _, e := range entries {
+		if !e.IsDir() || (only != "" && e.Name() != only) {
+			continue
+		}
+		dir := filepath.Join(root, e.Name())
+		if !exists(filepath.Join(dir, pinRxTCLink)) {
+			continue // a leftover directory, not an attached parent
+		}
+		tables, err := maps.OpenPinned(dir)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+		}
+		s, err := tables.Snapshot()
+		tables.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+		}
+		out = append(out, ParentSnapshot{Parent: e.Name(), Snapshot: s})
+	}
+	if len(out) == 0 {
+		return nil, notAttached(only)
+	}
+	return out, nil
+}
+
+// notAttached is an error only when a parent was asked for by name.
+func notAttached(only string) error {
+	if only == "" {
+		return nil
+	}
+	return fmt.Errorf("%s is %w", only, ErrNotAttached)
+}

@@ -1,0 +1,442 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xmacvlan/xmacvlan/endpoint"
+	"github.com/xmacvlan/xmacvlan/internal/testutil"
+	"github.com/xmacvlan/xmacvlan/loader"
+	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/metrics"
+)
+
+// promtool runs `promtool check metrics` (Debian's prometheus package,
+// installed by scripts/setup-host.sh) on an exposition. It skips where
+// promtool is missing, except under CI=true.
+func promtool(t *testing.T, body []byte) {
+	t.Helper()
+	path, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI=true and promtool is missing (scripts/setup-host.sh installs it)")
+		}
+		t.Skip("promtool not installed (apt-get install prometheus)")
+	}
+	cmd := exec.Command(path, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("promtool check metrics: %v\n%s\n--- exposition:\n%s", err, out, body)
+	}
+}
+
+// startCLI starts the xmacvlan binary in this (the root) namespace and
+// returns it with its stdout; it is killed at the end of the test if still
+// running.
+func startCLI(t *testing.T, args ...string) (*exec.Cmd, *bufio.Reader) {
+	t.Helper()
+	cmd := exec.Command(xmacvlanBin, args...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return cmd, bufio.NewReader(out)
+}
+
+// interrupt sends Ctrl-C and wants a clean exit.
+func interrupt(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("%s after Ctrl-C: %v", filepath.Base(cmd.Path), err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("%v did not stop on Ctrl-C", cmd.Args[1:])
+	}
+}
+
+// The exporter as a user runs it: `xmacvlan metrics --listen`, scraped over
+// HTTP, parsed by Prometheus' parser, passed by promtool, stopped with
+// Ctrl-C. And `stats --watch` on a pipe: plain lines, JSON lines, a clean
+// Ctrl-C.
+func TestMetricsCommandAndStatsWatch(t *testing.T) {
+	l := newLab(t)
+	h := l.host()
+	h.attach("")
+	h.network("lan", 0, maps.Bridge)
+	h.network("v10", 10, maps.Bridge)
+	c := h.container("lan", "", "10.0.0.2/24", false)
+	h.container("v10", "", "", false)
+	if err := ping(l.sw, c.ip); err != nil {
+		t.Fatal(err)
+	}
+
+	// It reads no interface: it runs here, outside the parent's namespace.
+	cmd, out := startCLI(t, "--bpffs", h.root, "metrics", "--listen", "127.0.0.1:0")
+	line, err := out.ReadString('\n')
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	i := strings.Index(line, "http://")
+	if i < 0 {
+		t.Fatalf("metrics printed %q, want its URL", line)
+	}
+	url := strings.TrimSpace(line[i:])
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
+	}
+	v := viewOf(parseExposition(t, body))
+	ep := fmt.Sprintf("{endpoint=%s,network=lan,vlan=0}", metrics.EndpointLabel(c.ep))
+	if v["rx_packets_total"+ep] < 2 || v["tx_packets_total"+ep] < 2 {
+		t.Errorf("after a ping of the container: rx %v tx %v", v["rx_packets_total"+ep], v["tx_packets_total"+ep])
+	}
+	for _, r := range maps.DropReasons() {
+		if _, ok := v["drops_total{reason="+r.String()+"}"]; !ok {
+			t.Errorf("no xmacvlan_drops_total for %s", r)
+		}
+	}
+	for _, e := range maps.EventKinds() {
+		if _, ok := v["events_total{event="+e.String()+"}"]; !ok {
+			t.Errorf("no xmacvlan_events_total for %s", e)
+		}
+	}
+	promtool(t, body)
+	interrupt(t, cmd)
+
+	// stats --watch, stdout a pipe: one key=value line per endpoint and
+	// VLAN per interval (after the first, which sets the baseline).
+	cmd, out = startCLI(t, "--bpffs", h.root, "stats", h.parent, "--watch", "200ms")
+	var lines []string
+	for len(lines) < 8 {
+		line, err := out.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stats --watch: %v after %q", err, lines)
+		}
+		lines = append(lines, line)
+	}
+	interrupt(t, cmd)
+	for _, line := range lines {
+		if strings.Contains(line, "\x1b") || !strings.Contains(line, "parent="+h.parent) {
+			t.Errorf("stats --watch on a pipe printed %q", line)
+		}
+	}
+
+	cmd, out = startCLI(t, "--bpffs", h.root, "stats", "--watch=200ms", "-o", "json")
+	for i := range 3 {
+		line, err := out.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s statsOutput
+		if err := json.Unmarshal([]byte(line), &s); err != nil || len(s.Parents) != 1 || len(s.Parents[0].Endpoints) != 2 {
+			t.Errorf("stats --watch -o json, sample %d: %v %s", i, err, line)
+		}
+	}
+	interrupt(t, cmd)
+}
+
+// The collector under concurrent scrapes (run with -race) while endpoints
+// are added and removed, then while the parent is detached and attached
+// again. Every scrape must succeed and be consistent: the endpoint series
+// of a network are exactly as many as the network's member count, so no
+// scrape saw an endpoint half added or half removed.
+func TestMetricsConcurrentScrapesWhileEndpointsChange(t *testing.T) {
+	l := newLab(t)
+	h := l.host()
+	h.attach("")
+	h.network("v10", 10, maps.Bridge)
+	ex := exporter(t, h.root)
+
+	var (
+		stop    atomic.Bool
+		scrapes atomic.Int64
+		sawZero atomic.Bool // the parent detached
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		errs    []string
+	)
+	fail := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(errs) < 10 {
+			errs = append(errs, fmt.Sprintf(format, args...))
+		}
+	}
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				v, err := scrapeOnce(ex)
+				if err != nil {
+					fail("%v", err)
+					return
+				}
+				scrapes.Add(1)
+				if v["scrape_errors_total{}"] != 0 {
+					fail("scrape errors: %v", v["scrape_errors_total{}"])
+				}
+				members, ok := v["network_endpoints{mode=bridge,network=v10,vlan=10}"]
+				if !ok {
+					sawZero.Store(true)
+				}
+				n := 0
+				for k := range v {
+					if strings.HasPrefix(k, "rx_packets_total{") {
+						n++
+					}
+				}
+				if float64(n) != members {
+					fail("a scrape saw %d endpoints on a network of %v", n, members)
+				}
+			}
+		}()
+	}
+
+	// Endpoints come and go: real ones, veth pairs in namespaces, as
+	// `xmacvlan endpoint add/del` makes them.
+	var nss []*testutil.Netns
+	for range 4 {
+		nss = append(nss, testutil.NewNetns(t, "xc"))
+	}
+	var live []maps.Endpoint
+	for i := range 12 {
+		err := h.ns.Do(func() error {
+			hd, n, err := loader.OpenNetwork(h.root, "v10")
+			if err != nil {
+				return err
+			}
+			defer hd.Close()
+			if len(live) == len(nss) || (i%3 == 2 && len(live) > 0) {
+				ep := live[0]
+				live = live[1:]
+				return endpoint.Remove(hd, ep)
+			}
+			ep, err := endpoint.Add(hd, n, endpoint.Spec{Netns: nss[i%len(nss)].Path(), Name: fmt.Sprintf("eth%d", i)})
+			live = append(live, ep)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("endpoint change %d: %v", i, err)
+		}
+	}
+	// The parent detached and attached again, state and all.
+	for range 2 {
+		if err := h.ns.Do(func() error { return loader.Detach(h.root, h.parent, true) }); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		h.attach("")
+		h.network("v10", 10, maps.Bridge)
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop.Store(true)
+	wg.Wait()
+	for _, e := range errs {
+		t.Error(e)
+	}
+	if !sawZero.Load() {
+		t.Log("no scrape fell between detach and attach")
+	}
+	v := scrapeView(t, ex)
+	if _, ok := v["network_endpoints{mode=bridge,network=v10,vlan=10}"]; !ok {
+		t.Errorf("after re-attach the exporter does not see the parent: %v", v)
+	}
+	t.Logf("%d scrapes", scrapes.Load())
+}
+
+// scrapeOnce is scrapeView for goroutines: an error instead of t.Fatal.
+func scrapeOnce(h http.Handler) (promView, error) {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		return nil, fmt.Errorf("scrape: %d %s", rec.Code, rec.Body)
+	}
+	fams, err := parseText(rec.Body.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	return viewOf(fams), nil
+}
+
+// A pinned table that cannot be read (replaced here by a map of another
+// type) fails the scrape as a whole: only the error counter and
+// build_info, no partial set. When the table is back, so are the counters.
+func TestMetricsUnreadableTableEmitsNoCounter(t *testing.T) {
+	l := newLab(t)
+	h := l.host()
+	h.attach("")
+	h.network("v10", 10, maps.Bridge)
+	h.container("v10", "", "", false)
+	ex := exporter(t, h.root)
+	if v := scrapeView(t, ex); len(v) < 20 {
+		t.Fatalf("only %d samples before the damage", len(v))
+	}
+
+	pin := filepath.Join(h.root, h.parent, "xmv_drops")
+	orig, err := ebpf.LoadPinnedMap(pin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	wrong, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wrong.Close()
+	if err := orig.Unpin(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wrong.Pin(pin); err != nil {
+		t.Fatal(err)
+	}
+	v := scrapeView(t, ex)
+	var names []string
+	for k := range v {
+		names = append(names, k[:strings.Index(k, "{")])
+	}
+	sort.Strings(names)
+	if want := []string{"build_info", "scrape_errors_total"}; !slices.Equal(names, want) {
+		t.Errorf("scrape of an unreadable table: %v, want only %v", names, want)
+	}
+	if v["scrape_errors_total{}"] != 1 {
+		t.Errorf("scrape errors %v, want 1", v["scrape_errors_total{}"])
+	}
+
+	if err := wrong.Unpin(); err != nil {
+		t.Fatal(err)
+	}
+	if err := orig.Pin(pin); err != nil {
+		t.Fatal(err)
+	}
+	v = scrapeView(t, ex)
+	if _, ok := v["drops_total{reason=unknown_vlan}"]; !ok || v["scrape_errors_total{}"] != 1 {
+		t.Errorf("after the table is back: %d samples, %v errors", len(v), v["scrape_errors_total{}"])
+	}
+}
+
+// How long a scrape takes with 1,000 endpoints on one parent: the whole
+// path Prometheus drives (the loader's lock, opening the 11 pins, reading
+// every counter, building the metrics, the text encoding), from an
+// in-process HTTP handler. The endpoints are registered in the real pinned
+// tables of an attached parent with fake ifindexes (no veths): the
+// exporter reads tables, never interfaces. docs/observability.md quotes
+// the result.
+func TestMetricsScrapeTime1000Endpoints(t *testing.T) {
+	const endpoints = 1000
+	l := newLab(t)
+	h := l.host()
+	h.attach("")
+	vlans := []uint16{10, 20, 30, 40}
+	for _, v := range vlans {
+		h.network(fmt.Sprintf("v%d", v), v, maps.Bridge)
+	}
+	var ifindexes []int
+	t.Cleanup(func() {
+		hd, err := loader.Open(h.root, h.parent)
+		if err != nil {
+			return
+		}
+		defer hd.Close()
+		for _, i := range ifindexes {
+			hd.Tables.DeleteEndpoint(i)
+		}
+	})
+	start := time.Now()
+	h.tables(func(tb *maps.Tables) error {
+		for i := range endpoints {
+			ep := maps.Endpoint{
+				Ifindex: 1_000_000 + i,
+				VLAN:    vlans[i%len(vlans)],
+				MAC:     net.HardwareAddr{0x02, 0xbe, 0, 0, byte(i >> 8), byte(i)},
+				Netns:   fmt.Sprintf("bench-%04d", i),
+				Ifname:  "eth0",
+			}
+			if _, err := tb.AddEndpoint(ep); err != nil {
+				return err
+			}
+			ifindexes = append(ifindexes, ep.Ifindex)
+		}
+		return nil
+	})
+	t.Logf("registered %d endpoints in %v", endpoints, time.Since(start).Round(time.Millisecond))
+
+	ex := exporter(t, h.root)
+	body := scrapeBody(t, ex)
+	v := viewOf(parseExposition(t, body))
+	n := 0
+	for k := range v {
+		if strings.HasPrefix(k, "rx_packets_total{") {
+			n++
+		}
+	}
+	if n != endpoints {
+		t.Fatalf("%d endpoints exported, want %d", n, endpoints)
+	}
+	promtool(t, body)
+
+	const rounds = 30
+	var scrape, read []time.Duration
+	for range rounds {
+		s := time.Now()
+		scrapeBody(t, ex)
+		scrape = append(scrape, time.Since(s))
+		s = time.Now()
+		if _, err := loader.Snapshots(h.root, ""); err != nil {
+			t.Fatal(err)
+		}
+		read = append(read, time.Since(s))
+	}
+	slices.Sort(scrape)
+	slices.Sort(read)
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+	t.Logf("scrape with %d endpoints (%d samples, %d bytes), %d rounds: min %s, median %s, max %s; "+
+		"of which reading the tables (loader.Snapshots): median %s",
+		endpoints, len(v), len(body), rounds, ms(scrape[0]), ms(scrape[rounds/2]), ms(scrape[rounds-1]), ms(read[rounds/2]))
+	// A budget far above what it takes, to catch an accidental quadratic
+	// or a lock held across scrapes, not to benchmark.
+	if scrape[rounds/2] > time.Second {
+		t.Errorf("median scrape %v with %d endpoints", scrape[rounds/2], endpoints)
+	}
+}
