@@ -14,6 +14,7 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/bpf"
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
+	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/maps"
 )
@@ -312,4 +313,30 @@ func loadSpecWithPinnedMaps(dir string) (*pinnedSpec, error) {
 		ps.maps[name] = m
 	}
 	return ps, nil
+}
+
+// The README's "run the main job" command: the demo builds the tutorial's
+// topology, checks its own reachability matrix, and removes everything.
+func TestDemo(t *testing.T) {
+	testutil.Privileged(t)
+	out, err := runCmd(xmacvlanBin, "demo")
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{"same VLAN across hosts", "vlan 10", "vlan 20", "hairpin", "DROP REASON", "Cleaning up"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	if strings.Contains(out, "unexpected") {
+		t.Errorf("demo matrix has unexpected results:\n%s", out)
+	}
+	for _, ns := range []string{"switch", "docker01", "docker02-bbox10"} {
+		if _, err := os.Stat("/var/run/netns/" + ns); err == nil {
+			t.Errorf("demo left namespace %s", ns)
+		}
+	}
+	if _, err := os.Stat("/sys/fs/bpf/xmacvlan-demo"); err == nil {
+		t.Error("demo left its pins")
+	}
 }
