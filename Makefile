@@ -14,13 +14,14 @@ all: build
 build:
 	$(GO) build -o bin/xmacvlan ./cmd/xmacvlan
 
-# Rebuild the BPF objects and their Go bindings (committed).
+# Rebuild the BPF objects and their Go bindings (committed): the datapath
+# and the benchmark's generator and counters.
 generate:
-	BPF2GO_CC=$(CLANG) BPF2GO_STRIP=$(STRIP) $(GO) generate ./bpf/
+	BPF2GO_CC=$(CLANG) BPF2GO_STRIP=$(STRIP) $(GO) generate ./bpf/ ./bench/...
 
 # Fails if the committed objects differ from what the sources produce.
 drift: generate
-	git diff --exit-code --stat -- bpf/
+	git diff --exit-code --stat -- bpf/ bench/bpf/
 
 setup:
 	./scripts/setup-host.sh
@@ -37,6 +38,13 @@ unit:
 fuzz: setup
 	$(GO) test ./bpf/ -run XXX -fuzz FuzzRxXDP -fuzztime $(FUZZTIME)
 	$(GO) test ./bpf/ -run XXX -fuzz FuzzTxEndpoint -fuzztime $(FUZZTIME)
+
+# xmacvlan against kernel macvlan, as root (bench/README.md). QUICK=1 is a
+# smoke run of under 3 minutes. Not a test: no number fails the build.
+QUICK ?=
+bench: setup
+	$(GO) build -o bin/xmvbench ./bench/cmd/xmvbench
+	./bin/xmvbench $(if $(QUICK),-quick)
 
 demo: setup build
 	./bin/xmacvlan demo

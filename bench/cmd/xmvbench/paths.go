@@ -1,0 +1,182 @@
+package main
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/xmacvlan/xmacvlan/endpoint"
+	"github.com/xmacvlan/xmacvlan/loader"
+	"github.com/xmacvlan/xmacvlan/maps"
+)
+
+// path is one way of delivering the parent's frames to containers.
+type path string
+
+const (
+	kernel path = "macvlan" // kernel macvlan, bridge mode, on the parent
+	xmvSKB path = "xmv-skb" // xmacvlan, delivery by tcx bpf_redirect_peer
+	xmvXDP path = "xmv-xdp" // xmacvlan, delivery by native XDP redirect
+	// xmacvlan attached in generic mode: no XDP program, tcx classifies
+	// and delivers alone (what a NIC without native XDP gets). It shows
+	// what the XDP stage costs and buys on this veth parent.
+	xmvTCX path = "xmv-tcx"
+)
+
+const taggedVLAN = 10 // xmacvlan's tagged network; the kernel here has no 8021q
+
+// member is one endpoint: eth0 in a container namespace.
+type member struct {
+	ns  *ns
+	mac net.HardwareAddr
+	ip  net.IP
+}
+
+// endpointMAC is the MAC of endpoint i on vlan: locally administered,
+// 02:78:62 ("xb") then the VLAN and the index.
+func endpointMAC(vlan, i int) net.HardwareAddr {
+	return net.HardwareAddr{0x02, 0x78, 0x62, 0x00, byte(vlan), byte(i + 1)}
+}
+
+// deployment is a path built on the lab's parent: members on the untagged
+// segment, in containers 0..n-1, and for xmacvlan optionally one endpoint
+// on VLAN 10 in container n.
+type deployment struct {
+	lab     *lab
+	path    path
+	members []member
+	tagged  *member
+}
+
+// deploy builds path p with n endpoints on the parent.
+func (l *lab) deploy(p path, n int, withTagged bool) (d *deployment, err error) {
+	d = &deployment{lab: l, path: p}
+	for i := range n {
+		c, err := l.container(i)
+		if err != nil {
+			return nil, err
+		}
+		d.members = append(d.members, member{ns: c, mac: endpointMAC(0, i), ip: net.IPv4(10, 77, 0, byte(10+i))})
+	}
+	if withTagged && p != kernel {
+		c, err := l.container(n)
+		if err != nil {
+			return nil, err
+		}
+		d.tagged = &member{ns: c, mac: endpointMAC(taggedVLAN, 0), ip: net.IPv4(10, 77, taggedVLAN, 10)}
+	}
+	defer func() {
+		if err != nil {
+			d.remove()
+		}
+	}()
+	if p == kernel {
+		return d, d.deployMacvlan()
+	}
+	return d, d.deployXmacvlan()
+}
+
+func (d *deployment) deployMacvlan() error {
+	l := d.lab
+	par, err := l.host.link(parent)
+	if err != nil {
+		return err
+	}
+	for _, m := range d.members {
+		mv := &netlink.Macvlan{
+			LinkAttrs: netlink.LinkAttrs{Name: "eth0", ParentIndex: par.Attrs().Index,
+				HardwareAddr: m.mac, Namespace: netlink.NsFd(m.ns.h)},
+			Mode: netlink.MACVLAN_MODE_BRIDGE,
+		}
+		if err := l.host.nl.LinkAdd(mv); err != nil {
+			return fmt.Errorf("macvlan in %s: %w", m.ns.name, err)
+		}
+		eth0, err := m.ns.link("eth0")
+		if err != nil {
+			return err
+		}
+		if err := m.ns.nl.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: m.ip, Mask: subnetMask}}); err != nil {
+			return err
+		}
+		if err := m.ns.nl.LinkSetUp(eth0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *deployment) deployXmacvlan() error {
+	l := d.lab
+	return l.host.do(func() error {
+		mode := loader.ModeNative
+		if d.path == xmvTCX {
+			mode = loader.ModeGeneric
+		}
+		if _, err := loader.Attach(loader.AttachOptions{Root: l.root, Parent: parent, Mode: mode}); err != nil {
+			return err
+		}
+		h, err := loader.Open(l.root, parent)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		if err := h.Tables.AddNetwork(maps.Network{Name: "lan", VLAN: 0, Mode: maps.Bridge}); err != nil {
+			return err
+		}
+		if err := h.Tables.AddNetwork(maps.Network{Name: "v10", VLAN: taggedVLAN, Mode: maps.Bridge}); err != nil {
+			return err
+		}
+		lan, _, err := h.Tables.Network(0)
+		if err != nil {
+			return err
+		}
+		v10, _, err := h.Tables.Network(taggedVLAN)
+		if err != nil {
+			return err
+		}
+		add := func(n maps.Network, m member, mask net.IPMask) error {
+			_, err := endpoint.Add(h, n, endpoint.Spec{Netns: m.ns.path(), MAC: m.mac,
+				IP: &net.IPNet{IP: m.ip, Mask: mask}, XDP: d.path == xmvXDP})
+			return err
+		}
+		for _, m := range d.members {
+			if err := add(lan, m, subnetMask); err != nil {
+				return err
+			}
+		}
+		if d.tagged != nil {
+			return add(v10, *d.tagged, subnetMask)
+		}
+		return nil
+	})
+}
+
+// remove takes the path off the parent, endpoints included.
+func (d *deployment) remove() error {
+	l := d.lab
+	if d.path != kernel {
+		return l.host.do(func() error { return loader.Detach(l.root, parent, true) })
+	}
+	var first error
+	for _, m := range d.members {
+		if eth0, err := m.ns.nl.LinkByName("eth0"); err == nil {
+			if err := m.ns.nl.LinkDel(eth0); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+// tables runs f with the xmacvlan tables open (xmacvlan paths only).
+func (d *deployment) tables(f func(*maps.Tables) error) error {
+	return d.lab.host.do(func() error {
+		h, err := loader.Open(d.lab.root, parent)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		return f(h.Tables)
+	})
+}
