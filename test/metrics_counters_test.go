@@ -28,7 +28,7 @@ type promView map[string]float64
 
 // exporter serves the collector over the pinned tables under root, as
 // `xmacvlan metrics` does.
-func exporter(t *testing.T, root string) http.Handler {
+func exporter(t testing.TB, root string) http.Handler {
 	t.Helper()
 	reg, err := metrics.NewRegistry(metrics.PinnedSource(root), t.Logf)
 	if err != nil {

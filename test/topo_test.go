@@ -30,7 +30,7 @@ import (
 // lab is a switch namespace with bridge br0 (10.0.0.1/24 on the untagged
 // segment) and the hosts plugged into it.
 type lab struct {
-	t     *testing.T
+	t     testing.TB
 	sw    *testutil.Netns
 	hosts int
 }
@@ -46,7 +46,7 @@ type host struct {
 	attached bool
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	testutil.Privileged(t)
 	l := &lab{t: t, sw: testutil.NewNetns(t, "xs")}
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}

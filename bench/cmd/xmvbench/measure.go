@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xmacvlan/xmacvlan/internal/iperf3"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/maps"
 )
@@ -277,21 +277,7 @@ func (b *bench) tcp(m member, streams int, toEndpoint bool) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	var r struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-		Error string `json:"error"`
-	}
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		return 0, fmt.Errorf("iperf3 output: %w", err)
-	}
-	if r.Error != "" {
-		return 0, errors.New(r.Error)
-	}
-	return r.End.SumReceived.BitsPerSecond, nil
+	return iperf3.Received([]byte(out))
 }
 
 // flood measures broadcast frames per second delivered to each member of
