@@ -251,7 +251,14 @@ func (r *run) matrix(ctx context.Context) (int, error) {
 			failures++
 		}
 		host := strings.SplitN(p.fromNS, "-", 2)[0]
-		fmt.Fprintf(tw, "   %s\t%s\t%s\t%s\t%s\t%s%s\n", p.from, p.to, p.ip, result, wireTag(ports[host], p.ip), p.why, mark)
+		tag := wireTag(ports[host], p.ip)
+		// The capture reads in the background: a request the switch
+		// carried may reach it a moment after the reply reached ping.
+		for i := 0; ok && tag == "-" && i < 10; i++ {
+			time.Sleep(20 * time.Millisecond)
+			tag = wireTag(ports[host], p.ip)
+		}
+		fmt.Fprintf(tw, "   %s\t%s\t%s\t%s\t%s\t%s%s\n", p.from, p.to, p.ip, result, tag, p.why, mark)
 	}
 	tw.Flush()
 	return failures, nil
