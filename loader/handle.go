@@ -104,16 +104,13 @@ func Networks(root string) ([]ParentNetwork, error) {
 func (h *Handle) Networks() ([]ParentNetwork, error) { return listNetworks(h.Root) }
 
 func listNetworks(root string) ([]ParentNetwork, error) {
-	entries, err := os.ReadDir(root)
+	parents, err := parentDirs(root, "")
 	if err != nil {
 		return nil, err
 	}
 	var out []ParentNetwork
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
-		}
-		tables, err := maps.OpenPinned(filepath.Join(root, e.Name()))
+	for _, parent := range parents {
+		tables, err := maps.OpenPinned(filepath.Join(root, parent))
 		if err != nil {
 			continue // not (fully) attached: no networks to list
 		}
@@ -123,7 +120,7 @@ func listNetworks(root string) ([]ParentNetwork, error) {
 			return nil, err
 		}
 		for _, n := range nets {
-			out = append(out, ParentNetwork{Parent: e.Name(), Network: n})
+			out = append(out, ParentNetwork{Parent: parent, Network: n})
 		}
 	}
 	return out, nil

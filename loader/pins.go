@@ -115,3 +115,19 @@ func (u *undo) run() {
 	}
 	*u = nil
 }
+
+// parentDirs lists the parents' directories under root (all of them, or
+// only the one named), by parent name. The caller holds root's lock.
+func parentDirs(root, only string) ([]string, error) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() && (only == "" || e.Name() == only) {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}

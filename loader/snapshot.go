@@ -35,29 +35,26 @@ func Snapshots(root, only string) ([]ParentSnapshot, error) {
 		return nil, err
 	}
 	defer unlock(lock)
-	entries, err := os.ReadDir(root)
+	parents, err := parentDirs(root, only)
 	if err != nil {
 		return nil, err
 	}
 	var out []ParentSnapshot
-	for _, e := range entries {
-		if !e.IsDir() || (only != "" && e.Name() != only) {
-			continue
-		}
-		dir := filepath.Join(root, e.Name())
+	for _, parent := range parents {
+		dir := filepath.Join(root, parent)
 		if !exists(filepath.Join(dir, pinRxTCLink)) {
 			continue // a leftover directory, not an attached parent
 		}
 		tables, err := maps.OpenPinned(dir)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+			return nil, fmt.Errorf("%s: %w", parent, err)
 		}
 		s, err := tables.Snapshot()
 		tables.Close()
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+			return nil, fmt.Errorf("%s: %w", parent, err)
 		}
-		out = append(out, ParentSnapshot{Parent: e.Name(), Snapshot: s})
+		out = append(out, ParentSnapshot{Parent: parent, Snapshot: s})
 	}
 	if len(out) == 0 {
 		return nil, notAttached(only)

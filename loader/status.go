@@ -65,16 +65,13 @@ func Status(root, only string) ([]ParentStatus, error) {
 		return nil, err
 	}
 	defer unlock(lock)
-	entries, err := os.ReadDir(root)
+	parents, err := parentDirs(root, only)
 	if err != nil {
 		return nil, err
 	}
 	var out []ParentStatus
-	for _, e := range entries {
-		if !e.IsDir() || (only != "" && e.Name() != only) {
-			continue
-		}
-		out = append(out, parentStatus(filepath.Join(root, e.Name())))
+	for _, parent := range parents {
+		out = append(out, parentStatus(filepath.Join(root, parent)))
 	}
 	return out, nil
 }

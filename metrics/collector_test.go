@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -18,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/maps"
 )
@@ -244,25 +243,7 @@ func TestMetricsDuplicateLabelsAddUp(t *testing.T) {
 // Debian's prometheus package ships it (scripts/setup-host.sh).
 func TestMetricsPromtoolCheck(t *testing.T) {
 	body := scrape(t, newHandler(t, func() ([]loader.ParentSnapshot, error) { return fixture(), nil }))
-	promtoolCheck(t, body)
-}
-
-// promtoolCheck runs `promtool check metrics` on an exposition. It skips
-// where promtool is missing, except under CI=true.
-func promtoolCheck(t testing.TB, body []byte) {
-	t.Helper()
-	path, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true and promtool is missing (apt-get install prometheus)")
-		}
-		t.Skip("promtool not installed (apt-get install prometheus)")
-	}
-	cmd := exec.Command(path, "check", "metrics")
-	cmd.Stdin = bytes.NewReader(body)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("promtool check metrics: %v\n%s\n--- exposition:\n%s", err, out, body)
-	}
+	testutil.Promtool(t, body)
 }
 
 // The exporter's own cost for 1,000 endpoints, tables aside: building the

@@ -2,7 +2,6 @@ package test
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -29,25 +28,6 @@ import (
 	"github.com/xmacvlan/xmacvlan/maps"
 	"github.com/xmacvlan/xmacvlan/metrics"
 )
-
-// promtool runs `promtool check metrics` (Debian's prometheus package,
-// installed by scripts/setup-host.sh) on an exposition. It skips where
-// promtool is missing, except under CI=true.
-func promtool(t *testing.T, body []byte) {
-	t.Helper()
-	path, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true and promtool is missing (scripts/setup-host.sh installs it)")
-		}
-		t.Skip("promtool not installed (apt-get install prometheus)")
-	}
-	cmd := exec.Command(path, "check", "metrics")
-	cmd.Stdin = bytes.NewReader(body)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("promtool check metrics: %v\n%s\n--- exposition:\n%s", err, out, body)
-	}
-}
 
 // startCLI starts the xmacvlan binary in this (the root) namespace and
 // returns it with its stdout; it is killed at the end of the test if still
@@ -141,7 +121,7 @@ func TestMetricsCommandAndStatsWatch(t *testing.T) {
 			t.Errorf("no xmacvlan_events_total for %s", e)
 		}
 	}
-	promtool(t, body)
+	testutil.Promtool(t, body)
 	interrupt(t, cmd)
 
 	// stats --watch, stdout a pipe: one key=value line per endpoint and
@@ -411,7 +391,7 @@ func TestMetrics1000Endpoints(t *testing.T) {
 	if n != 1000 {
 		t.Fatalf("%d endpoints exported, want 1000", n)
 	}
-	promtool(t, body)
+	testutil.Promtool(t, body)
 }
 
 // How long a scrape takes with 1,000 endpoints on one parent: the whole
