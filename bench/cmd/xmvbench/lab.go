@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -84,19 +83,9 @@ func (n *ns) link(name string) (netlink.Link, error) {
 
 // newNS creates a named namespace with lo up, without moving the caller.
 func newNS(name string) (*ns, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
+	h, err := nsutil.NewNamed(name)
 	if err != nil {
 		return nil, err
-	}
-	defer orig.Close()
-	h, err := netns.NewNamed(name)
-	if err != nil {
-		return nil, fmt.Errorf("create netns %s: %w", name, err)
-	}
-	if err := netns.Set(orig); err != nil {
-		panic(fmt.Sprintf("cannot return to the original netns: %v", err))
 	}
 	nl, err := netlink.NewHandleAt(h)
 	if err != nil {
@@ -104,16 +93,7 @@ func newNS(name string) (*ns, error) {
 		netns.DeleteNamed(name)
 		return nil, err
 	}
-	n := &ns{name: name, h: h, nl: nl}
-	lo, err := nl.LinkByName("lo")
-	if err == nil {
-		err = nl.LinkSetUp(lo)
-	}
-	if err != nil {
-		n.close()
-		return nil, fmt.Errorf("lo up in %s: %w", name, err)
-	}
-	return n, nil
+	return &ns{name: name, h: h, nl: nl}, nil
 }
 
 // close deletes the namespace; its interfaces go with it.
