@@ -170,6 +170,13 @@ func run(cfg config) (code int) {
 		gen: &generator{objs: &objs, lab: l, cpu: cfg.cpu},
 		cnt: &counters{spec: spec, objs: &objs},
 	}
+	var why string
+	if b.pktgen, why = b.pktgenAvailable(); b.pktgen {
+		rep.Settings = append(rep.Settings, "pktgen: a third generator for delivered pps into the stack")
+	} else {
+		logf("pktgen: %s; measuring with the XDP generator and trafgen", why)
+		rep.Settings = append(rep.Settings, "pktgen: not used, "+why)
+	}
 	if err := b.all(); err != nil {
 		if errors.Is(err, context.Canceled) {
 			logf("interrupted: cleaning up")

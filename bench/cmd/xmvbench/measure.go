@@ -25,6 +25,7 @@ type bench struct {
 	res *results
 	log func(format string, args ...any)
 
+	pktgen       bool // the kernel has pktgen: a third generator
 	profileLines []string
 }
 
@@ -74,6 +75,7 @@ const (
 	mStack      = "1 delivered pps, stack"
 	mXDP        = "1 delivered pps, XDP consumer"
 	mTrafgen    = "1 delivered pps, stack, trafgen"
+	mPktgen     = "1 delivered pps, stack, pktgen"
 	mDropMAC    = "2 unwanted drop, unknown MAC"
 	mDropVLAN   = "2 unwanted drop, unknown VLAN"
 	mTagged     = "3 VLAN-tagged delivered pps, stack"
@@ -121,6 +123,13 @@ func (b *bench) pathRound(round int, p path) error {
 			return fmt.Errorf("%s on %s: %w", mTrafgen, p, err)
 		}
 		b.res.add(mTrafgen, p, "Mpps", round, v/1e6)
+	}
+	if b.pktgen {
+		v, err := b.ppsPktgen(t)
+		if err != nil {
+			return fmt.Errorf("%s on %s: %w", mPktgen, p, err)
+		}
+		b.res.add(mPktgen, p, "Mpps", round, v/1e6)
 	}
 
 	// 2. Unwanted frames, counted where they are disposed of: the parent.
