@@ -33,7 +33,7 @@ test: setup
 
 # Only what needs no privileges.
 unit:
-	$(GO) test -count=1 ./maps/ ./cmd/...
+	$(GO) test -count=1 ./tables/ ./cmd/...
 
 fuzz: setup
 	$(GO) test ./bpf/ -run XXX -fuzz FuzzRxXDP -fuzztime $(FUZZTIME)

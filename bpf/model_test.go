@@ -4,11 +4,11 @@ import (
 	"encoding/binary"
 	"net"
 
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // A pure-Go reference model of the receive decision (classify_rx and
-// parent_rx in xmacvlan.c), written from DESIGN.md rather than from the C.
+// parent_rx in xmacvlan.c), written from the README's datapath description rather than from the C.
 
 const (
 	xdpAborted  = 0
@@ -30,26 +30,26 @@ const (
 
 // rxOutcome is what the XDP program should do with one frame.
 type rxOutcome struct {
-	action   uint32          // XDP_* return code
-	reason   maps.DropReason // for xdpDrop
-	verdict  verdict         // for xdpPass: what the metadata tells TC
-	vlan     uint16          // for xdpPass
-	endpoint *maps.Endpoint  // for xdpPass with verdictDeliver and xdpRedirect
-	out      []byte          // frame after the program (xdpPass, xdpRedirect)
+	action   uint32            // XDP_* return code
+	reason   tables.DropReason // for xdpDrop
+	verdict  verdict           // for xdpPass: what the metadata tells TC
+	vlan     uint16            // for xdpPass
+	endpoint *tables.Endpoint  // for xdpPass with verdictDeliver and xdpRedirect
+	out      []byte            // frame after the program (xdpPass, xdpRedirect)
 }
 
 type rxModel struct {
 	networks  map[uint16]bool
-	modes     map[uint16]maps.Mode
-	endpoints map[uint16]map[string]maps.Endpoint // vlan -> MAC -> endpoint
+	modes     map[uint16]tables.Mode
+	endpoints map[uint16]map[string]tables.Endpoint // vlan -> MAC -> endpoint
 }
 
-func newRxModel(networks []maps.Network, eps []maps.Endpoint) rxModel {
-	m := rxModel{networks: map[uint16]bool{}, modes: map[uint16]maps.Mode{}, endpoints: map[uint16]map[string]maps.Endpoint{}}
+func newRxModel(networks []tables.Network, eps []tables.Endpoint) rxModel {
+	m := rxModel{networks: map[uint16]bool{}, modes: map[uint16]tables.Mode{}, endpoints: map[uint16]map[string]tables.Endpoint{}}
 	for _, n := range networks {
 		m.networks[n.VLAN] = true
 		m.modes[n.VLAN] = n.Mode
-		m.endpoints[n.VLAN] = map[string]maps.Endpoint{}
+		m.endpoints[n.VLAN] = map[string]tables.Endpoint{}
 	}
 	for _, ep := range eps {
 		m.endpoints[ep.VLAN][ep.MAC.String()] = ep
@@ -60,7 +60,7 @@ func newRxModel(networks []maps.Network, eps []maps.Endpoint) rxModel {
 func isVLANType(t uint16) bool { return t == etherTypeVLAN || t == etherTypeQinQ }
 
 func (m rxModel) rx(frame []byte) rxOutcome {
-	drop := func(r maps.DropReason) rxOutcome { return rxOutcome{action: xdpDrop, reason: r} }
+	drop := func(r tables.DropReason) rxOutcome { return rxOutcome{action: xdpDrop, reason: r} }
 	const runt, unknownVLAN, stacked, unknownDst = 0, 1, 2, 3
 
 	if len(frame) < 14 {
@@ -114,15 +114,15 @@ const (
 
 type txOutcome struct {
 	action      uint32
-	reason      maps.DropReason // for tcActShot
-	localTo     *maps.Endpoint  // switched to this endpoint on the host
-	toHost      bool            // hairpinned to the host
-	floodCopies int             // copies to other members on the host
+	reason      tables.DropReason // for tcActShot
+	localTo     *tables.Endpoint  // switched to this endpoint on the host
+	toHost      bool              // hairpinned to the host
+	floodCopies int               // copies to other members on the host
 }
 
-func (m rxModel) tx(from maps.Endpoint, frame []byte, hairpin bool, parentMAC net.HardwareAddr) txOutcome {
+func (m rxModel) tx(from tables.Endpoint, frame []byte, hairpin bool, parentMAC net.HardwareAddr) txOutcome {
 	const runt, spoofed, tagged, private = 0, 4, 5, 6
-	drop := func(r maps.DropReason) txOutcome { return txOutcome{action: tcActShot, reason: r} }
+	drop := func(r tables.DropReason) txOutcome { return txOutcome{action: tcActShot, reason: r} }
 	if len(frame) < 14 {
 		return drop(runt)
 	}
@@ -142,7 +142,7 @@ func (m rxModel) tx(from maps.Endpoint, frame []byte, hairpin bool, parentMAC ne
 		copies := 0
 		// Copies go out through each member's veth, which refuses a frame
 		// longer than its MTU (1500 here) + Ethernet header + one tag.
-		if mode == maps.Bridge && len(frame) <= 1500+14+4 {
+		if mode == tables.Bridge && len(frame) <= 1500+14+4 {
 			copies = len(m.endpoints[from.VLAN]) - 1
 		}
 		return txOutcome{action: tcActRedirect, floodCopies: copies, toHost: toHost}
@@ -152,9 +152,9 @@ func (m rxModel) tx(from maps.Endpoint, frame []byte, hairpin bool, parentMAC ne
 	}
 	if peer, ok := m.endpoints[from.VLAN][dst.String()]; ok {
 		switch mode {
-		case maps.Private:
+		case tables.Private:
 			return drop(private)
-		case maps.Bridge:
+		case tables.Bridge:
 			return txOutcome{action: tcActRedirect, localTo: &peer}
 		}
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/bpf"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // fixture is a freshly loaded, unpinned datapath with a few networks and
@@ -19,9 +19,9 @@ import (
 // endpoints are real veths in a namespace of the test's own.
 type fixture struct {
 	coll   *ebpf.Collection
-	tables *maps.Tables
+	tbl    *tables.Tables
 	ns     *testutil.Netns
-	eps    map[string]maps.Endpoint
+	eps    map[string]tables.Endpoint
 	model  rxModel
 	parent int // ifindex standing in for the parent
 }
@@ -40,14 +40,14 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatalf("load: %v", err)
 	}
 	t.Cleanup(coll.Close)
-	tables, err := maps.New(coll.Maps)
+	tbl, err := tables.New(coll.Maps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{coll: coll, tables: tables, ns: testutil.NewNetns(t, "xu"), eps: map[string]maps.Endpoint{}}
+	f := &fixture{coll: coll, tbl: tbl, ns: testutil.NewNetns(t, "xu"), eps: map[string]tables.Endpoint{}}
 
-	for _, n := range []maps.Network{{VLAN: 0}, {VLAN: 10}, {VLAN: 20, Mode: maps.Private}, {VLAN: 40, Mode: maps.VEPA}} {
-		if err := tables.AddNetwork(n); err != nil {
+	for _, n := range []tables.Network{{VLAN: 0}, {VLAN: 10}, {VLAN: 20, Mode: tables.Private}, {VLAN: 40, Mode: tables.VEPA}} {
+		if err := tbl.AddNetwork(n); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -68,9 +68,9 @@ func newFixture(t testing.TB) *fixture {
 	} {
 		ifindex := f.veth(t, ep.name)
 		mac, _ := net.ParseMAC(ep.mac)
-		var added maps.Endpoint
+		var added tables.Endpoint
 		err := f.ns.Do(func() (err error) {
-			added, err = tables.AddEndpoint(maps.Endpoint{Ifindex: ifindex, VLAN: ep.vlan, MAC: mac, XDPDelivery: ep.xdp})
+			added, err = tbl.AddEndpoint(tables.Endpoint{Ifindex: ifindex, VLAN: ep.vlan, MAC: mac, XDPDelivery: ep.xdp})
 			return err
 		})
 		if err != nil {
@@ -78,17 +78,17 @@ func newFixture(t testing.TB) *fixture {
 		}
 		f.eps[ep.name] = added
 	}
-	networks, err := tables.Networks()
+	networks, err := tbl.Networks()
 	if err != nil {
 		t.Fatal(err)
 	}
-	eps, err := tables.Endpoints()
+	eps, err := tbl.Endpoints()
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.model = newRxModel(networks, eps)
 	f.parent = f.veth(t, "parent")
-	err = tables.SetSettings(maps.Settings{ParentIfindex: f.parent, ParentMAC: mustMAC(parentMAC)})
+	err = tbl.SetSettings(tables.Settings{ParentIfindex: f.parent, ParentMAC: mustMAC(parentMAC)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,13 +203,13 @@ const metaSize = 16
 func (f *fixture) check(t *testing.T, frame []byte) rxOutcome {
 	t.Helper()
 	want := f.model.rx(frame)
-	dropsBefore, err := f.tables.Drops()
+	dropsBefore, err := f.tbl.Drops()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var epBefore maps.Traffic
+	var epBefore tables.Traffic
 	if want.endpoint != nil {
-		epBefore, _ = f.tables.EndpointTraffic(want.endpoint.ID)
+		epBefore, _ = f.tbl.EndpointTraffic(want.endpoint.ID)
 	}
 
 	got := f.runXDP(t, frame)
@@ -240,16 +240,16 @@ func (f *fixture) check(t *testing.T, frame []byte) rxOutcome {
 				got.meta.Ifindex, got.meta.ID, got.meta.Flags, want.endpoint.Ifindex, want.endpoint.ID, want.endpoint.Host)
 		}
 	case xdpDrop:
-		after, _ := f.tables.Drops()
+		after, _ := f.tbl.Drops()
 		for r := range after {
 			delta := after[r].Packets - dropsBefore[r].Packets
-			if wantDelta := uint64(b2i(maps.DropReason(r) == want.reason)); delta != wantDelta {
-				t.Errorf("drop counter %s moved by %d, want %d", maps.DropReason(r), delta, wantDelta)
+			if wantDelta := uint64(b2i(tables.DropReason(r) == want.reason)); delta != wantDelta {
+				t.Errorf("drop counter %s moved by %d, want %d", tables.DropReason(r), delta, wantDelta)
 			}
 		}
 	case xdpRedirect:
 		// The redirect target is the endpoint whose counter moved.
-		after, _ := f.tables.EndpointTraffic(want.endpoint.ID)
+		after, _ := f.tbl.EndpointTraffic(want.endpoint.ID)
 		if after.RxPackets != epBefore.RxPackets+1 || after.RxBytes != epBefore.RxBytes+uint64(len(want.out)) {
 			t.Errorf("endpoint %d counters %+v -> %+v, want +1 packet +%d bytes", want.endpoint.ID, epBefore, after, len(want.out))
 		}

@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xmacvlan/xmacvlan/bpf"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // skbCtx is the head of struct __sk_buff, for BPF_PROG_RUN: the kernel
@@ -22,7 +22,7 @@ type skbCtx struct {
 
 // runTx runs xmv_ep_tx on a frame sent by endpoint ep. BPF_PROG_RUN
 // refuses (EINVAL) an IPv4/IPv6 frame too short for its IP header.
-func (f *fixture) runTx(ep maps.Endpoint, frame []byte) (ret uint32, err error) {
+func (f *fixture) runTx(ep tables.Endpoint, frame []byte) (ret uint32, err error) {
 	err = f.ns.Do(func() (err error) {
 		ret, err = f.coll.Programs[bpf.XmacvlanProgXmvEpTx].Run(&ebpf.RunOptions{
 			Data: frame, Context: skbCtx{Ifindex: uint32(ep.Ifindex)},
@@ -33,27 +33,27 @@ func (f *fixture) runTx(ep maps.Endpoint, frame []byte) (ret uint32, err error) 
 }
 
 func (f *fixture) setHairpin(t testing.TB, on bool) {
-	s, err := f.tables.Settings()
+	s, err := f.tbl.Settings()
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Hairpin = on
-	if err := f.tables.SetSettings(s); err != nil {
+	if err := f.tbl.SetSettings(s); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // checkTx compares the program with the model, on verdict and on the
 // counters that say where the frame went.
-func (f *fixture) checkTx(t *testing.T, from maps.Endpoint, frame []byte, hairpin bool) txOutcome {
+func (f *fixture) checkTx(t *testing.T, from tables.Endpoint, frame []byte, hairpin bool) txOutcome {
 	t.Helper()
 	f.setHairpin(t, hairpin)
 	want := f.model.tx(from, frame, hairpin, mustMAC(parentMAC))
-	drops0, _ := f.tables.Drops()
-	ev0, _ := f.tables.Events()
-	var peer0 maps.Traffic
+	drops0, _ := f.tbl.Drops()
+	ev0, _ := f.tbl.Events()
+	var peer0 tables.Traffic
 	if want.localTo != nil {
-		peer0, _ = f.tables.EndpointTraffic(want.localTo.ID)
+		peer0, _ = f.tbl.EndpointTraffic(want.localTo.ID)
 	}
 
 	got, err := f.runTx(from, frame)
@@ -66,29 +66,29 @@ func (f *fixture) checkTx(t *testing.T, from maps.Endpoint, frame []byte, hairpi
 	if got != want.action {
 		t.Fatalf("verdict %d, model says %d", got, want.action)
 	}
-	drops, _ := f.tables.Drops()
+	drops, _ := f.tbl.Drops()
 	for r := range drops {
 		wantDelta := uint64(0)
-		if want.action == tcActShot && maps.DropReason(r) == want.reason {
+		if want.action == tcActShot && tables.DropReason(r) == want.reason {
 			wantDelta = 1
 		}
 		if d := drops[r].Packets - drops0[r].Packets; d != wantDelta {
-			t.Errorf("drop counter %s moved by %d, want %d", maps.DropReason(r), d, wantDelta)
+			t.Errorf("drop counter %s moved by %d, want %d", tables.DropReason(r), d, wantDelta)
 		}
 	}
-	ev, _ := f.tables.Events()
-	delta := func(e maps.EventKind) uint64 { return ev[e].Packets - ev0[e].Packets }
-	if d := delta(maps.EvLocalSwitch); d != uint64(b2i(want.localTo != nil)) {
+	ev, _ := f.tbl.Events()
+	delta := func(e tables.EventKind) uint64 { return ev[e].Packets - ev0[e].Packets }
+	if d := delta(tables.EvLocalSwitch); d != uint64(b2i(want.localTo != nil)) {
 		t.Errorf("local switch events +%d, want local=%v", d, want.localTo != nil)
 	}
-	if d := delta(maps.EvHairpinToHost); d != uint64(b2i(want.toHost)) {
+	if d := delta(tables.EvHairpinToHost); d != uint64(b2i(want.toHost)) {
 		t.Errorf("hairpin events +%d, want hairpin=%v", d, want.toHost)
 	}
-	if d := delta(maps.EvFloodCopies); d != uint64(want.floodCopies) {
+	if d := delta(tables.EvFloodCopies); d != uint64(want.floodCopies) {
 		t.Errorf("flood copies +%d, want %d", d, want.floodCopies)
 	}
 	if want.localTo != nil {
-		peer, _ := f.tables.EndpointTraffic(want.localTo.ID)
+		peer, _ := f.tbl.EndpointTraffic(want.localTo.ID)
 		if peer.RxPackets != peer0.RxPackets+1 {
 			t.Errorf("local peer %d did not count the frame", want.localTo.ID)
 		}
@@ -159,7 +159,7 @@ func FuzzTxEndpoint(f *testing.F) {
 		f.Add(uint8(i), ethFrame(tc.dst, "02:00:00:00:10:01", tc.tags, ipv4, 50))
 	}
 	fx := newFixture(f)
-	var senders []maps.Endpoint
+	var senders []tables.Endpoint
 	for _, ep := range fx.eps {
 		senders = append(senders, ep)
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
 	"github.com/xmacvlan/xmacvlan/internal/nsutil"
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // Spec is what `xmacvlan endpoint add` asks for.
@@ -82,7 +82,7 @@ func openTarget(s Spec) (*target, error) {
 // Add builds the endpoint and registers it on network n of the parent
 // h holds. Tables are written last, so no frame is forwarded to a
 // half-built endpoint; any failure removes everything built so far.
-func Add(h *loader.Handle, n maps.Network, s Spec) (ep maps.Endpoint, err error) {
+func Add(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint, err error) {
 	settings, err := h.Tables.Settings()
 	if err != nil {
 		return ep, err
@@ -132,7 +132,7 @@ func Add(h *loader.Handle, n maps.Network, s Spec) (ep maps.Endpoint, err error)
 	if err := failpoint("after-inner"); err != nil {
 		return ep, err
 	}
-	ep, err = h.AddEndpoint(maps.Endpoint{
+	ep, err = h.AddEndpoint(tables.Endpoint{
 		Ifindex: outerLink.Attrs().Index, VLAN: n.VLAN, MAC: s.MAC, XDPDelivery: s.XDP, Host: s.Host,
 		Netns: tg.name, NetnsIno: tg.ino, Ifname: s.Name, IP: s.IP,
 	})
@@ -151,7 +151,7 @@ func Add(h *loader.Handle, n maps.Network, s Spec) (ep maps.Endpoint, err error)
 
 // complete fills the defaults of s from the network and the parent and
 // checks every field, before anything is created.
-func complete(s *Spec, n maps.Network, parent netlink.Link, tables *maps.Tables) error {
+func complete(s *Spec, n tables.Network, parent netlink.Link, tbl *tables.Tables) error {
 	if s.Name == "" {
 		s.Name = "eth0"
 		if s.Host {
@@ -198,17 +198,17 @@ func complete(s *Spec, n maps.Network, parent netlink.Link, tables *maps.Tables)
 	if s.MAC == nil {
 		for {
 			s.MAC = randomMAC()
-			if _, used, err := tables.EndpointByMAC(n.VLAN, s.MAC); err != nil {
+			if _, used, err := tbl.EndpointByMAC(n.VLAN, s.MAC); err != nil {
 				return err
 			} else if !used {
 				break
 			}
 		}
 	} else {
-		if err := maps.CheckMAC(s.MAC); err != nil {
+		if err := tables.CheckMAC(s.MAC); err != nil {
 			return err
 		}
-		if other, used, err := tables.EndpointByMAC(n.VLAN, s.MAC); err != nil {
+		if other, used, err := tbl.EndpointByMAC(n.VLAN, s.MAC); err != nil {
 			return err
 		} else if used {
 			return fmt.Errorf("MAC %s is already used on network %s (by %s in %s)", s.MAC, n.Name, other.Ifname, other.Netns)
@@ -306,7 +306,7 @@ func configureInner(tg *target, s Spec) error {
 // Delete takes the endpoint called name in namespace netnsSpec (or the host
 // endpoint called name) off network n and removes its veth. Deleting an
 // endpoint that does not exist is not an error: found says which it was.
-func Delete(h *loader.Handle, n maps.Network, netnsSpec string, host bool, name string) (found bool, err error) {
+func Delete(h *loader.Handle, n tables.Network, netnsSpec string, host bool, name string) (found bool, err error) {
 	if name == "" {
 		name = "eth0"
 		if host {
@@ -336,7 +336,7 @@ func Delete(h *loader.Handle, n maps.Network, netnsSpec string, host bool, name 
 }
 
 // Remove takes a registered endpoint apart and deletes its veth.
-func Remove(h *loader.Handle, ep maps.Endpoint) error {
+func Remove(h *loader.Handle, ep tables.Endpoint) error {
 	return h.RemoveEndpoint(ep)
 }
 

@@ -11,7 +11,7 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // A failure at any step of Add leaves no veth, no table entry, no link
@@ -32,7 +32,7 @@ func TestAddRollsBackOnFailure(t *testing.T) {
 		host.Do(func() error { return loader.Detach(root, "ens33", true) })
 		os.RemoveAll(root)
 	})
-	var network maps.Network
+	var network tables.Network
 	err := host.Do(func() error {
 		if _, err := loader.Attach(loader.AttachOptions{Root: root, Parent: "ens33"}); err != nil {
 			return err
@@ -42,7 +42,7 @@ func TestAddRollsBackOnFailure(t *testing.T) {
 			return err
 		}
 		defer h.Close()
-		network = maps.Network{Name: "v10", VLAN: 10}
+		network = tables.Network{Name: "v10", VLAN: 10}
 		return h.Tables.AddNetwork(network)
 	})
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/bpf"
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // XDPMode is where received frames are first classified.
@@ -117,11 +117,11 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 		return nil, err
 	}
 
-	tables, err := maps.New(d.coll.Maps)
+	tbl, err := tables.New(d.coll.Maps)
 	if err != nil {
 		return nil, err
 	}
-	settings, err := tables.Settings()
+	settings, err := tbl.Settings()
 	if err != nil {
 		return nil, err
 	}
@@ -138,16 +138,16 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 	}
 	res.Notes = append(res.Notes, note)
 	settings.RestoreRxVLAN = settings.RestoreRxVLAN || turnedOff
-	if err := tables.SetSettings(settings); err != nil {
+	if err := tbl.SetSettings(settings); err != nil {
 		return nil, err
 	}
-	t.rollback.push(func() { tables.SetSettings(old) })
+	t.rollback.push(func() { tbl.SetSettings(old) })
 	if err := failpoint("after-settings"); err != nil {
 		return nil, err
 	}
 
 	// Tables are pinned only now that the programs using them run.
-	for _, name := range maps.Names() {
+	for _, name := range tables.Names() {
 		if d.reused[name] {
 			continue
 		}

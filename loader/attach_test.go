@@ -13,7 +13,7 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // parentState is everything an attach can change, to compare before and
@@ -104,7 +104,7 @@ func TestAttachRollsBackOnFailure(t *testing.T) {
 					return err
 				}
 				defer h.Close()
-				return h.Tables.AddNetwork(maps.Network{Name: "lan"})
+				return h.Tables.AddNetwork(tables.Network{Name: "lan"})
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -131,7 +131,7 @@ func TestAttachRollsBackOnFailure(t *testing.T) {
 			}
 		}
 		if attached {
-			var n []maps.Network
+			var n []tables.Network
 			ns.Do(func() error {
 				h, err := Open(root, "ens33")
 				if err != nil {

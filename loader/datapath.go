@@ -9,7 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xmacvlan/xmacvlan/bpf"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // bpfFXDPDevBoundOnly is BPF_F_XDP_DEV_BOUND_ONLY (linux 6.3): the program
@@ -40,7 +40,7 @@ func loadDatapath(dir string) (*datapath, error) {
 			m.Close() // the collection holds its own clone
 		}
 	}()
-	for _, name := range maps.Names() {
+	for _, name := range tables.Names() {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
 		if errors.Is(err, os.ErrNotExist) {
 			continue

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // Detach removes every link and pin of a parent, and with force its
@@ -28,13 +28,13 @@ func Detach(root, parent string, force bool) error {
 		return fmt.Errorf("%s is not attached (no state in %s)", parent, dir)
 	}
 
-	tables, err := maps.OpenPinned(dir)
+	tbl, err := tables.OpenPinned(dir)
 	if err == nil {
-		defer tables.Close()
-		if err := removeEndpoints(dir, tables, force); err != nil {
+		defer tbl.Close()
+		if err := removeEndpoints(dir, tbl, force); err != nil {
 			return err
 		}
-		if s, err := tables.Settings(); err == nil && s.RestoreRxVLAN {
+		if s, err := tbl.Settings(); err == nil && s.RestoreRxVLAN {
 			if err := ethtool.SetRxVLANOffload(parent, true); err != nil && !errors.Is(err, ethtool.ErrFixed) {
 				// The parent may be gone; the rest of detach still applies.
 				fmt.Fprintf(os.Stderr, "warning: could not turn rx-vlan offload back on for %s: %v\n", parent, err)
@@ -64,15 +64,15 @@ func Detach(root, parent string, force bool) error {
 
 // removeEndpoints deletes every endpoint of a parent (with force), or
 // refuses if there is any.
-func removeEndpoints(dir string, tables *maps.Tables, force bool) error {
-	eps, err := tables.Endpoints()
+func removeEndpoints(dir string, tbl *tables.Tables, force bool) error {
+	eps, err := tbl.Endpoints()
 	if err != nil {
 		return err
 	}
 	if len(eps) > 0 && !force {
 		return fmt.Errorf("%s has %d endpoints; delete them first or detach with --force", filepath.Base(dir), len(eps))
 	}
-	h := &Handle{Dir: dir, Tables: tables}
+	h := &Handle{Dir: dir, Tables: tbl}
 	for _, ep := range eps {
 		if err := h.RemoveEndpoint(ep); err != nil {
 			return err

@@ -12,7 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // Handle is an attached parent opened for changes. It holds the root's
@@ -21,7 +21,7 @@ type Handle struct {
 	Root   string
 	Parent string
 	Dir    string
-	Tables *maps.Tables
+	Tables *tables.Tables
 	lock   *os.File
 }
 
@@ -49,7 +49,7 @@ func openLocked(root, parent string, lock *os.File) (*Handle, error) {
 	if !exists(filepath.Join(dir, pinRxTCLink)) {
 		return nil, fmt.Errorf("%s is %w: run `xmacvlan attach %s` first", parent, ErrNotAttached, parent)
 	}
-	tables, err := maps.OpenPinned(dir)
+	tables, err := tables.OpenPinned(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -59,19 +59,19 @@ func openLocked(root, parent string, lock *os.File) (*Handle, error) {
 // ParentNetwork is a network and the parent it is on.
 type ParentNetwork struct {
 	Parent string `json:"parent"`
-	maps.Network
+	tables.Network
 }
 
 // OpenNetwork locks root and opens the parent of the network called name.
-func OpenNetwork(root, name string) (*Handle, maps.Network, error) {
+func OpenNetwork(root, name string) (*Handle, tables.Network, error) {
 	lock, err := lockRoot(root)
 	if err != nil {
-		return nil, maps.Network{}, err
+		return nil, tables.Network{}, err
 	}
 	nets, err := listNetworks(root)
 	if err != nil {
 		unlock(lock)
-		return nil, maps.Network{}, err
+		return nil, tables.Network{}, err
 	}
 	for _, n := range nets {
 		if n.Name == name {
@@ -83,7 +83,7 @@ func OpenNetwork(root, name string) (*Handle, maps.Network, error) {
 		}
 	}
 	unlock(lock)
-	return nil, maps.Network{}, fmt.Errorf("no network called %q (xmacvlan network list)", name)
+	return nil, tables.Network{}, fmt.Errorf("no network called %q (xmacvlan network list)", name)
 }
 
 // Networks lists the networks of every parent under root.
@@ -110,7 +110,7 @@ func listNetworks(root string) ([]ParentNetwork, error) {
 	}
 	var out []ParentNetwork
 	for _, parent := range parents {
-		tables, err := maps.OpenPinned(filepath.Join(root, parent))
+		tables, err := tables.OpenPinned(filepath.Join(root, parent))
 		if err != nil {
 			continue // not (fully) attached: no networks to list
 		}
@@ -139,7 +139,7 @@ func (h *Handle) endpointLinkPin(ifindex int) string {
 // AddEndpoint hooks the transmit program to the endpoint's outer veth,
 // adds its MAC to the parent's unicast filter, then registers it in the
 // tables (the receive path last). On failure nothing of it is left.
-func (h *Handle) AddEndpoint(ep maps.Endpoint) (added maps.Endpoint, err error) {
+func (h *Handle) AddEndpoint(ep tables.Endpoint) (added tables.Endpoint, err error) {
 	prog, err := ebpf.LoadPinnedProgram(filepath.Join(h.Dir, pinEpTxProg), nil)
 	if err != nil {
 		return ep, fmt.Errorf("open the endpoint program: %w", err)
@@ -192,7 +192,7 @@ func (h *Handle) unicastEntry(mac net.HardwareAddr) (*netlink.Neigh, error) {
 // RemoveEndpoint takes an endpoint apart, in the reverse order of its
 // making: tables, link, unicast filter entry, and last its veth (deleting
 // the outer end deletes the pair). It is idempotent.
-func (h *Handle) RemoveEndpoint(ep maps.Endpoint) error {
+func (h *Handle) RemoveEndpoint(ep tables.Endpoint) error {
 	if err := h.Tables.DeleteEndpoint(ep.Ifindex); err != nil {
 		return err
 	}

@@ -6,13 +6,13 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // ParentSnapshot is the counters of one attached parent.
 type ParentSnapshot struct {
 	Parent string
-	maps.Snapshot
+	tables.Snapshot
 }
 
 // Snapshots reads the counters of every parent attached under root, or of
@@ -45,7 +45,7 @@ func Snapshots(root, only string) ([]ParentSnapshot, error) {
 		if !exists(filepath.Join(dir, pinRxTCLink)) {
 			continue // a leftover directory, not an attached parent
 		}
-		tables, err := maps.OpenPinned(dir)
+		tables, err := tables.OpenPinned(dir)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", parent, err)
 		}

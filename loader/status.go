@@ -12,19 +12,19 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // ParentStatus is what `xmacvlan status` reports for one parent.
 type ParentStatus struct {
-	Parent   string         `json:"parent"`
-	Ifindex  int            `json:"ifindex"`
-	Present  bool           `json:"present"` // the interface exists here with that ifindex
-	XDPMode  XDPMode        `json:"xdp_mode"`
-	Hairpin  bool           `json:"hairpin"`
-	Links    []LinkStatus   `json:"links"`
-	Tables   []TableStatus  `json:"tables"`
-	Settings *maps.Settings `json:"settings,omitempty"`
+	Parent   string           `json:"parent"`
+	Ifindex  int              `json:"ifindex"`
+	Present  bool             `json:"present"` // the interface exists here with that ifindex
+	XDPMode  XDPMode          `json:"xdp_mode"`
+	Hairpin  bool             `json:"hairpin"`
+	Links    []LinkStatus     `json:"links"`
+	Tables   []TableStatus    `json:"tables"`
+	Settings *tables.Settings `json:"settings,omitempty"`
 	// How the parent accepts the endpoints' MACs: its promiscuity count
 	// (0 = not promiscuous) and the unicast addresses it filters on.
 	Promiscuity int    `json:"promiscuity"`
@@ -78,7 +78,7 @@ func Status(root, only string) ([]ParentStatus, error) {
 
 func parentStatus(dir string) ParentStatus {
 	st := ParentStatus{Parent: filepath.Base(dir), XDPMode: "none"}
-	tables, err := maps.OpenPinned(dir)
+	tables, err := tables.OpenPinned(dir)
 	if err != nil {
 		st.Error = err.Error()
 		return st

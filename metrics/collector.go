@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // Namespace prefixes every metric name.
@@ -149,12 +149,12 @@ func (c *Collector) metrics(snaps []loader.ParentSnapshot) ([]prometheus.Metric,
 		// Every reason and event the datapath has, zero or not, so that
 		// rate() works from the first frame on.
 		for i, d := range s.Drops {
-			reason := maps.DropReason(i).String()
+			reason := tables.DropReason(i).String()
 			b.add(c.dropPackets, prometheus.CounterValue, d.Packets, s.Parent, reason)
 			b.add(c.dropBytes, prometheus.CounterValue, d.Bytes, s.Parent, reason)
 		}
 		for i, e := range s.Events {
-			event := maps.EventKind(i).String()
+			event := tables.EventKind(i).String()
 			b.add(c.eventPackets, prometheus.CounterValue, e.Packets, s.Parent, event)
 			b.add(c.eventBytes, prometheus.CounterValue, e.Bytes, s.Parent, event)
 		}
@@ -166,7 +166,7 @@ func (c *Collector) metrics(snaps []loader.ParentSnapshot) ([]prometheus.Metric,
 // the user chose, stable across restarts of the exporter, unlike the
 // ifindex or the counter slot. An endpoint registered without that record
 // is named by its outer ifindex.
-func EndpointLabel(ep maps.Endpoint) string {
+func EndpointLabel(ep tables.Endpoint) string {
 	if ep.Netns == "" && ep.Ifname == "" {
 		return fmt.Sprintf("ifindex:%d", ep.Ifindex)
 	}

@@ -18,7 +18,7 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // fixture is one parent with an untagged and a tagged network, three
@@ -26,29 +26,29 @@ import (
 // and event counted at least once.
 func fixture() []loader.ParentSnapshot {
 	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
-	s := loader.ParentSnapshot{Parent: "ens33", Snapshot: maps.Snapshot{
-		Networks: []maps.Network{
-			{VLAN: 0, Name: "lan", Mode: maps.Bridge, Members: 1},
-			{VLAN: 10, Name: "v10", Mode: maps.Private, Members: 2},
+	s := loader.ParentSnapshot{Parent: "ens33", Snapshot: tables.Snapshot{
+		Networks: []tables.Network{
+			{VLAN: 0, Name: "lan", Mode: tables.Bridge, Members: 1},
+			{VLAN: 10, Name: "v10", Mode: tables.Private, Members: 2},
 		},
-		Endpoints: []maps.EndpointCounters{
-			{Endpoint: maps.Endpoint{Ifindex: 7, ID: 0, VLAN: 0, MAC: mac("02:00:00:00:00:01"), Netns: "web", Ifname: "eth0"},
-				Traffic: maps.Traffic{RxPackets: 10, RxBytes: 1000, TxPackets: 20, TxBytes: 2000}},
-			{Endpoint: maps.Endpoint{Ifindex: 8, ID: 1, VLAN: 10, MAC: mac("02:00:00:00:10:01"), Netns: "db", Ifname: "eth0"},
-				Traffic: maps.Traffic{RxPackets: 3, RxBytes: 300, TxPackets: 4, TxBytes: 400}},
-			{Endpoint: maps.Endpoint{Ifindex: 9, ID: 2, VLAN: 10, MAC: mac("02:00:00:00:10:02")},
-				Traffic: maps.Traffic{RxPackets: 5}},
+		Endpoints: []tables.EndpointCounters{
+			{Endpoint: tables.Endpoint{Ifindex: 7, ID: 0, VLAN: 0, MAC: mac("02:00:00:00:00:01"), Netns: "web", Ifname: "eth0"},
+				Traffic: tables.Traffic{RxPackets: 10, RxBytes: 1000, TxPackets: 20, TxBytes: 2000}},
+			{Endpoint: tables.Endpoint{Ifindex: 8, ID: 1, VLAN: 10, MAC: mac("02:00:00:00:10:01"), Netns: "db", Ifname: "eth0"},
+				Traffic: tables.Traffic{RxPackets: 3, RxBytes: 300, TxPackets: 4, TxBytes: 400}},
+			{Endpoint: tables.Endpoint{Ifindex: 9, ID: 2, VLAN: 10, MAC: mac("02:00:00:00:10:02")},
+				Traffic: tables.Traffic{RxPackets: 5}},
 		},
-		VLANs: []maps.VLANCounters{
-			{VLAN: 0, Traffic: maps.Traffic{RxPackets: 10, RxBytes: 1000, TxPackets: 20, TxBytes: 2000}},
-			{VLAN: 10, Traffic: maps.Traffic{RxPackets: 8, RxBytes: 300, TxPackets: 4, TxBytes: 400}},
+		VLANs: []tables.VLANCounters{
+			{VLAN: 0, Traffic: tables.Traffic{RxPackets: 10, RxBytes: 1000, TxPackets: 20, TxBytes: 2000}},
+			{VLAN: 10, Traffic: tables.Traffic{RxPackets: 8, RxBytes: 300, TxPackets: 4, TxBytes: 400}},
 		},
 	}}
-	for i := range maps.DropReasons() {
-		s.Drops = append(s.Drops, maps.Count{Packets: uint64(i + 1), Bytes: uint64(64 * (i + 1))})
+	for i := range tables.DropReasons() {
+		s.Drops = append(s.Drops, tables.Count{Packets: uint64(i + 1), Bytes: uint64(64 * (i + 1))})
 	}
-	for i := range maps.EventKinds() {
-		s.Events = append(s.Events, maps.Count{Packets: uint64(100 + i), Bytes: uint64(6400 + i)})
+	for i := range tables.EventKinds() {
+		s.Events = append(s.Events, tables.Count{Packets: uint64(100 + i), Bytes: uint64(6400 + i)})
 	}
 	return []loader.ParentSnapshot{s}
 }
@@ -172,13 +172,13 @@ func TestMetricsFromSnapshot(t *testing.T) {
 		t.Errorf("VLAN 10 endpoints %v, want 2", got)
 	}
 	// Every reason and event the datapath knows, by name.
-	for i, r := range maps.DropReasons() {
+	for i, r := range tables.DropReasons() {
 		l := map[string]string{"parent": "ens33", "reason": r.String()}
 		if got := value(t, fams, "xmacvlan_drops_total", l); got != float64(i+1) {
 			t.Errorf("drops %s = %v, want %d", r, got, i+1)
 		}
 	}
-	for i, e := range maps.EventKinds() {
+	for i, e := range tables.EventKinds() {
 		l := map[string]string{"parent": "ens33", "event": e.String()}
 		if got := value(t, fams, "xmacvlan_events_total", l); got != float64(100+i) {
 			t.Errorf("events %s = %v, want %d", e, got, 100+i)

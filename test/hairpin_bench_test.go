@@ -8,7 +8,7 @@ import (
 	"github.com/xmacvlan/xmacvlan/internal/iperf3"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // TCP throughput over the hairpin path next to the same container's
@@ -25,7 +25,7 @@ func BenchmarkHairpinTCP(b *testing.B) {
 	if _, err := h.tryAttach(loader.AttachOptions{Hairpin: &on}); err != nil {
 		b.Fatal(err)
 	}
-	h.network("lan", 0, maps.Bridge)
+	h.network("lan", 0, tables.Bridge)
 	c := h.container("lan", "", "10.0.0.2/24", false)
 	paths := []struct {
 		name           string

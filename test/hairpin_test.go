@@ -10,7 +10,7 @@ import (
 	"github.com/xmacvlan/xmacvlan/endpoint"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // The seed's limitation: a macvlan container cannot reach its own host,
@@ -51,7 +51,7 @@ func TestHairpinHostAndContainer(t *testing.T) {
 	if _, err := h.tryAttach(loader.AttachOptions{Hairpin: &on}); err != nil {
 		t.Fatal(err)
 	}
-	h.network("lan", 0, maps.Bridge)
+	h.network("lan", 0, tables.Bridge)
 	c := h.container("lan", "", "10.0.0.2/24", false)
 
 	if err := ping(c.ns, "10.0.0.10"); err != nil {
@@ -72,9 +72,9 @@ func TestHairpinHostAndContainer(t *testing.T) {
 	if err := ping(c.ns, "10.0.0.1"); err != nil {
 		t.Errorf("container -> wire with hairpin on: %v", err)
 	}
-	var events []maps.Count
-	h.tables(func(tb *maps.Tables) (err error) { events, err = tb.Events(); return err })
-	if events[maps.EvHairpinToHost].Packets == 0 || events[maps.EvHairpinToEndpoint].Packets == 0 {
+	var events []tables.Count
+	h.tables(func(tb *tables.Tables) (err error) { events, err = tb.Events(); return err })
+	if events[tables.EvHairpinToHost].Packets == 0 || events[tables.EvHairpinToEndpoint].Packets == 0 {
 		t.Errorf("hairpin counters did not move: %v", events)
 	}
 
@@ -125,14 +125,14 @@ func TestHostEndpointOnVLAN(t *testing.T) {
 	a, b := l.host(), l.host()
 	for _, h := range []*host{a, b} {
 		h.attach("")
-		h.network("v10", 10, maps.Bridge)
-		h.network("v20", 20, maps.Bridge)
+		h.network("v10", 10, tables.Bridge)
+		h.network("v20", 20, tables.Bridge)
 	}
 	// Same subnet on both VLANs: only the tag keeps them apart.
 	c10 := b.container("v10", "", "10.10.0.2/24", false)
 	b.container("v20", "", "10.10.0.3/24", false)
 
-	var ep maps.Endpoint
+	var ep tables.Endpoint
 	err := a.ns.Do(func() error {
 		hd, n, err := loader.OpenNetwork(a.root, "v10")
 		if err != nil {
@@ -166,7 +166,7 @@ func TestHairpinToggleKeepsWireTraffic(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
 	h.attach("")
-	h.network("lan", 0, maps.Bridge)
+	h.network("lan", 0, tables.Bridge)
 	c := h.container("lan", "", "10.0.0.2/24", false)
 	if err := ping(c.ns, "10.0.0.1"); err != nil {
 		t.Fatal(err)

@@ -11,10 +11,10 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/bpf"
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
-// Kernel behaviour the design rests on (DESIGN.md, README "Kernel facts").
+// Kernel behaviour the design rests on (README "Kernel facts").
 // Each test fails if the kernel stops behaving so, which is the moment to
 // revisit the design.
 
@@ -27,7 +27,7 @@ func TestGenericXDPHidesMACFromTCX(t *testing.T) {
 	if res := h.attach(loader.ModeGeneric); res.XDPMode != loader.ModeGeneric {
 		t.Fatalf("mode %s", res.XDPMode)
 	}
-	h.network("lan", 0, maps.Bridge)
+	h.network("lan", 0, tables.Bridge)
 	c := h.container("lan", "", "10.0.0.2/24", false)
 	if err := ping(l.sw, c.ip); err != nil {
 		t.Fatalf("generic mode (tcx alone): %v", err)
@@ -73,11 +73,11 @@ func TestVLANTagInSkbMetadata(t *testing.T) {
 		if res := h.attach(""); res.Program != bpf.XmacvlanProgXmvRxXdpMeta {
 			t.Fatalf("receive program %s on veth, want the device-bound variant", res.Program)
 		}
-		h.network("v10", 10, maps.Bridge)
+		h.network("v10", 10, tables.Bridge)
 	}
 	ca := a.container("v10", "", "10.10.0.1/24", false)
 	cb := b.container("v10", "", "10.10.0.2/24", true)
-	redirected := func() uint64 { return b.events()[maps.EvXDPRedirect].Packets }
+	redirected := func() uint64 { return b.events()[tables.EvXDPRedirect].Packets }
 
 	check := func(how string, wantXDP bool) {
 		t.Helper()

@@ -7,10 +7,10 @@ import (
 	"time"
 
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
-// The reference scenario (DESIGN.md): two hosts on a switch, each with
+// The reference scenario (README "The demo"): two hosts on a switch, each with
 // containers on VLAN 10 and VLAN 20 that share one subnet. Same VLAN across
 // hosts talks (IPv4 and IPv6 link-local), different VLANs do not, and the
 // wire carries the VLAN tags.
@@ -19,8 +19,8 @@ func TestTwoHostsVLAN10And20(t *testing.T) {
 	a, b := l.host(), l.host()
 	for _, h := range []*host{a, b} {
 		h.attach("")
-		h.network("v10", 10, maps.Bridge)
-		h.network("v20", 20, maps.Bridge)
+		h.network("v10", 10, tables.Bridge)
+		h.network("v20", 20, tables.Bridge)
 	}
 	a10 := a.container("v10", "", "10.10.0.1/24", false)
 	a20 := a.container("v20", "", "10.10.0.11/24", false)
@@ -86,7 +86,7 @@ func TestVLANAcrossHostsEveryPath(t *testing.T) {
 						if res := h.attach(mode); res.XDPMode != mode {
 							t.Fatalf("attached %s, want %s", res.XDPMode, mode)
 						}
-						h.network("v10", 10, maps.Bridge)
+						h.network("v10", 10, tables.Bridge)
 					}
 					ca := a.container("v10", "", "10.10.0.1/24", xdp)
 					cb := b.container("v10", "", "10.10.0.2/24", xdp)
@@ -104,16 +104,16 @@ func TestVLANAcrossHostsEveryPath(t *testing.T) {
 // kernel macvlan.
 func TestNetworkModes(t *testing.T) {
 	for _, tc := range []struct {
-		mode         maps.Mode
+		mode         tables.Mode
 		reflect      bool // the switch port reflects frames back
 		neighbours   bool
 		viaTheSwitch bool
 	}{
-		{maps.Bridge, false, true, false},
-		{maps.Private, false, false, false},
-		{maps.Private, true, false, false},
-		{maps.VEPA, false, false, false},
-		{maps.VEPA, true, true, true},
+		{tables.Bridge, false, true, false},
+		{tables.Private, false, false, false},
+		{tables.Private, true, false, false},
+		{tables.VEPA, false, false, false},
+		{tables.VEPA, true, true, true},
 	} {
 		t.Run(fmt.Sprintf("%s reflect=%v", tc.mode, tc.reflect), func(t *testing.T) {
 			l := newLab(t)
@@ -129,7 +129,7 @@ func TestNetworkModes(t *testing.T) {
 			c2 := h.container("lan", "", "10.0.0.3/24", false)
 			wire := startCapture(t, l.sw, h.port)
 			inC2 := startCapture(t, c2.ns, "eth0")
-			if tc.mode == maps.Private {
+			if tc.mode == tables.Private {
 				// c1 knows c2's MAC, so it tries unicast, which the
 				// datapath refuses (and counts).
 				run(c1.ns, "ip", "neigh", "replace", c2.ip, "lladdr", c2.ep.MAC.String(), "dev", "eth0")
@@ -148,13 +148,13 @@ func TestNetworkModes(t *testing.T) {
 			if fromC1 := len(inC2.from(c1.ep.MAC)); !tc.neighbours && fromC1 > 0 {
 				t.Errorf("c2 received %d frames from c1", fromC1)
 			}
-			if tc.reflect && tc.mode != maps.VEPA && h.drops()[maps.DropLooped].Packets == 0 {
+			if tc.reflect && tc.mode != tables.VEPA && h.drops()[tables.DropLooped].Packets == 0 {
 				t.Error("reflected broadcasts were not dropped")
 			}
 			if err := ping(c1.ns, "10.0.0.1"); err != nil {
 				t.Errorf("the wire is unreachable: %v", err)
 			}
-			if tc.mode == maps.Private && h.drops()[maps.DropPrivateMode].Packets == 0 {
+			if tc.mode == tables.Private && h.drops()[tables.DropPrivateMode].Packets == 0 {
 				t.Error("private mode dropped nothing it counted")
 			}
 		})
@@ -167,9 +167,9 @@ func TestFloodingStaysInItsVLAN(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
 	h.attach("")
-	h.network("lan", 0, maps.Bridge)
-	h.network("v10", 10, maps.Bridge)
-	h.network("v20", 20, maps.Bridge)
+	h.network("lan", 0, tables.Bridge)
+	h.network("v10", 10, tables.Bridge)
+	h.network("v20", 20, tables.Bridge)
 	sender := h.container("v10", "", "", false)
 	members := []*container{h.container("v10", "", "", false), h.container("v10", "", "", true)}
 	others := []*container{h.container("v20", "", "", false), h.container("lan", "", "", false)}
@@ -220,8 +220,8 @@ func TestContainerCannotSpoofOrHopVLANs(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
 	h.attach("")
-	h.network("v10", 10, maps.Bridge)
-	h.network("v20", 20, maps.Bridge)
+	h.network("v10", 10, tables.Bridge)
+	h.network("v20", 20, tables.Bridge)
 	c := h.container("v10", "", "", false)
 	wire := startCapture(t, l.sw, h.port)
 	out := newSender(t, c.ns, "eth0")
@@ -229,12 +229,12 @@ func TestContainerCannotSpoofOrHopVLANs(t *testing.T) {
 	cases := []struct {
 		name   string
 		frame  []byte
-		reason maps.DropReason
+		reason tables.DropReason
 	}{
 		{"own MAC (control)", frame(dst, c.ep.MAC, nil, []byte("honest")), 0},
-		{"spoofed source MAC", frame(dst, mustMAC("02:00:00:00:66:66"), nil, []byte("spoof")), maps.DropSpoofedSrc},
-		{"802.1Q tag for VLAN 20", frame(dst, c.ep.MAC, [][2]uint16{{tpid8021Q, 20}}, []byte("hop-q")), maps.DropTaggedFromEndpoint},
-		{"802.1ad double tag", frame(dst, c.ep.MAC, [][2]uint16{{tpid8021AD, 20}, {tpid8021Q, 10}}, []byte("hop-ad")), maps.DropTaggedFromEndpoint},
+		{"spoofed source MAC", frame(dst, mustMAC("02:00:00:00:66:66"), nil, []byte("spoof")), tables.DropSpoofedSrc},
+		{"802.1Q tag for VLAN 20", frame(dst, c.ep.MAC, [][2]uint16{{tpid8021Q, 20}}, []byte("hop-q")), tables.DropTaggedFromEndpoint},
+		{"802.1ad double tag", frame(dst, c.ep.MAC, [][2]uint16{{tpid8021AD, 20}, {tpid8021Q, 10}}, []byte("hop-ad")), tables.DropTaggedFromEndpoint},
 	}
 	for _, tc := range cases {
 		before := h.drops()
@@ -263,7 +263,7 @@ func TestTCPAcrossHosts(t *testing.T) {
 	a, b := l.host(), l.host()
 	for _, h := range []*host{a, b} {
 		h.attach("")
-		h.network("v10", 10, maps.Bridge)
+		h.network("v10", 10, tables.Bridge)
 	}
 	ca := a.container("v10", "", "10.10.0.1/24", false)
 	cb := b.container("v10", "", "10.10.0.2/24", false)

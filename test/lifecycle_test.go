@@ -16,7 +16,7 @@ import (
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // The CLI exits after attach; the pinned links keep the datapath running,
@@ -72,7 +72,7 @@ func TestReattachKeepsEntriesAndTraffic(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
 	h.attach("")
-	h.network("lan", 0, maps.Bridge)
+	h.network("lan", 0, tables.Bridge)
 	c := h.container("lan", "", "10.0.0.2/24", false)
 	if err := ping(l.sw, c.ip); err != nil {
 		t.Fatal(err)
@@ -110,8 +110,8 @@ func TestReattachKeepsEntriesAndTraffic(t *testing.T) {
 	if out := <-done; !strings.Contains(out, " 0% packet loss") {
 		t.Errorf("traffic lost during re-attach:\n%s", out)
 	}
-	var eps []maps.Endpoint
-	h.tables(func(tb *maps.Tables) (err error) { eps, err = tb.Endpoints(); return err })
+	var eps []tables.Endpoint
+	h.tables(func(tb *tables.Tables) (err error) { eps, err = tb.Endpoints(); return err })
 	if len(eps) != 1 || eps[0].Ifindex != c.ep.Ifindex {
 		t.Errorf("endpoints after re-attach: %+v", eps)
 	}
@@ -152,8 +152,8 @@ func TestDetachLeavesNothing(t *testing.T) {
 	if _, err := h.tryAttach(loader.AttachOptions{Hairpin: &on}); err != nil {
 		t.Fatal(err)
 	}
-	h.network("lan", 0, maps.Bridge)
-	h.network("v10", 10, maps.Bridge)
+	h.network("lan", 0, tables.Bridge)
+	h.network("v10", 10, tables.Bridge)
 	c1 := h.container("lan", "", "10.0.0.2/24", false)
 	c2 := h.container("v10", "", "", true)
 	parentIdx := mustLink(t, h.ns, h.parent).Attrs().Index
@@ -209,8 +209,8 @@ func TestTwoInstancesDoNotInterfere(t *testing.T) {
 	a, b := l.host(), l.host()
 	a.attach("")
 	b.attach("")
-	a.network("lan", 0, maps.Bridge)
-	b.network("lan", 0, maps.Bridge)
+	a.network("lan", 0, tables.Bridge)
+	b.network("lan", 0, tables.Bridge)
 	ca := a.container("lan", "", "10.0.0.2/24", false)
 	cb := b.container("lan", "", "10.0.0.3/24", false)
 	if err := ping(ca.ns, cb.ip); err != nil {
@@ -305,7 +305,7 @@ func loadSpecWithPinnedMaps(dir string) (*pinnedSpec, error) {
 	}
 	delete(spec.Programs, bpf.XmacvlanProgXmvRxXdpMeta)
 	ps := &pinnedSpec{spec: spec, maps: map[string]*ebpf.Map{}}
-	for _, name := range maps.Names() {
+	for _, name := range tables.Names() {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
 		if err != nil {
 			return nil, err

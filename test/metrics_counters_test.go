@@ -18,8 +18,8 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
 	"github.com/xmacvlan/xmacvlan/metrics"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // promView is one scrape: every sample by name and labels, the parent
@@ -136,7 +136,7 @@ func (e expect) vlan(dir string, vlan uint16, network string, n, size int) expec
 	return e
 }
 
-func (e expect) event(ev maps.EventKind, n, size int) expect {
+func (e expect) event(ev tables.EventKind, n, size int) expect {
 	e[fmt.Sprintf("events_total{event=%s}", ev)] += float64(n)
 	e[fmt.Sprintf("event_bytes_total{event=%s}", ev)] += float64(n * size)
 	return e
@@ -145,7 +145,7 @@ func (e expect) event(ev maps.EventKind, n, size int) expect {
 // drop: the bytes of a dropped frame depend on where it was dropped (XDP
 // counts the tag, TC after the kernel moved it to metadata does not), so
 // drop bytes are checked to lie between n*(size-8) and n*size.
-func (e expect) drop(r maps.DropReason, n, size int) expect {
+func (e expect) drop(r tables.DropReason, n, size int) expect {
 	e[fmt.Sprintf("drops_total{reason=%s}", r)] += float64(n)
 	e[fmt.Sprintf("drop_bytes_total{reason=%s}", r)] += float64(n * size)
 	return e
@@ -224,9 +224,9 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPMode) {
 	if _, err := h.tryAttach(loader.AttachOptions{Mode: mode, Hairpin: &hairpin}); err != nil {
 		t.Fatal(err)
 	}
-	h.network("lan", 0, maps.Bridge)
-	h.network("v10", 10, maps.Bridge)
-	h.network("v20", 20, maps.Private)
+	h.network("lan", 0, tables.Bridge)
+	h.network("v10", 10, tables.Bridge)
+	h.network("v20", 20, tables.Private)
 	u := h.container("lan", "02:00:00:00:00:0a", "", false)
 	a := h.container("v10", "02:00:00:00:10:0a", "", false)
 	b := h.container("v10", "02:00:00:00:10:0b", "", true) // XDP delivery
@@ -236,7 +236,7 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPMode) {
 		quiet(t, ns)
 	}
 	var parentMAC = mustMAC("00:00:00:00:00:00")
-	h.tables(func(tb *maps.Tables) error {
+	h.tables(func(tb *tables.Tables) error {
 		s, err := tb.Settings()
 		parentMAC = s.ParentMAC
 		return err
@@ -273,37 +273,37 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPMode) {
 			func() expect {
 				e := expect{}.rx(b, "v10", n, size).vlan("rx", 10, "v10", n, size)
 				if native { // generic mode has no XDP: the skb path delivers
-					e.event(maps.EvXDPRedirect, n, size)
+					e.event(tables.EvXDPRedirect, n, size)
 				}
 				return e
 			}()},
 		{"wire broadcast into VLAN 10 (flood)",
 			func() { wire.send(t, frame(bcast, far, q(10), payload)) },
 			expect{}.vlan("rx", 10, "v10", n, size).rx(a, "v10", n, size).rx(b, "v10", n, size).
-				event(maps.EvFloodFrames, n, size).event(maps.EvFloodCopies, 2*n, size)},
+				event(tables.EvFloodFrames, n, size).event(tables.EvFloodCopies, 2*n, size)},
 		{"wire to endpoint, untagged",
 			func() { wire.send(t, frame(u.ep.MAC, far, nil, payload)) },
 			expect{}.rx(u, "lan", n, size).vlan("rx", 0, "lan", n, size)},
 		{"wire to an unknown MAC, untagged (the host's)",
 			func() { wire.send(t, frame(nobody, far, nil, payload)) },
-			expect{}.event(maps.EvHostPass, n, size)},
+			expect{}.event(tables.EvHostPass, n, size)},
 		{"endpoint to the wire",
 			func() { from[a].send(t, frame(far, a.ep.MAC, nil, payload)) },
 			expect{}.tx(a, "v10", n, size).vlan("tx", 10, "v10", n, size)},
 		{"endpoint to endpoint, bridge mode (local switch)",
 			func() { from[a].send(t, frame(b.ep.MAC, a.ep.MAC, nil, payload)) },
 			expect{}.tx(a, "v10", n, size).rx(b, "v10", n, size).vlan("tx", 10, "v10", n, size).
-				vlan("rx", 10, "v10", n, size).event(maps.EvLocalSwitch, n, size)},
+				vlan("rx", 10, "v10", n, size).event(tables.EvLocalSwitch, n, size)},
 		{"endpoint broadcast (flood to the other member, and the wire)",
 			func() { from[a].send(t, frame(bcast, a.ep.MAC, nil, payload)) },
 			expect{}.tx(a, "v10", n, size).vlan("tx", 10, "v10", n, size).rx(b, "v10", n, size).
-				event(maps.EvFloodFrames, n, size).event(maps.EvFloodCopies, n, size)},
+				event(tables.EvFloodFrames, n, size).event(tables.EvFloodCopies, n, size)},
 		{"endpoint to its host (hairpin)",
 			func() { from[u].send(t, frame(parentMAC, u.ep.MAC, nil, payload)) },
-			expect{}.tx(u, "lan", n, size).vlan("tx", 0, "lan", n, size).event(maps.EvHairpinToHost, n, size)},
+			expect{}.tx(u, "lan", n, size).vlan("tx", 0, "lan", n, size).event(tables.EvHairpinToHost, n, size)},
 		{"host to endpoint (hairpin)",
 			func() { host.send(t, frame(u.ep.MAC, parentMAC, nil, payload)) },
-			expect{}.rx(u, "lan", n, size).vlan("rx", 0, "lan", n, size).event(maps.EvHairpinToEndpoint, n, size)},
+			expect{}.rx(u, "lan", n, size).vlan("rx", 0, "lan", n, size).event(tables.EvHairpinToEndpoint, n, size)},
 
 		// Drops, one reason after the other.
 		{"runt from the wire",
@@ -313,32 +313,32 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPMode) {
 			// XDP can count a runt.
 			func() expect {
 				if native {
-					return expect{}.drop(maps.DropRunt, n, len(runt))
+					return expect{}.drop(tables.DropRunt, n, len(runt))
 				}
 				return expect{}
 			}()},
 		{"unknown VLAN from the wire",
 			func() { wire.send(t, frame(a.ep.MAC, far, q(99), payload)) },
-			expect{}.drop(maps.DropUnknownVLAN, n, size+4)},
+			expect{}.drop(tables.DropUnknownVLAN, n, size+4)},
 		{"802.1ad (QinQ) from the wire",
 			func() { wire.send(t, frame(a.ep.MAC, far, [][2]uint16{{tpid8021AD, 10}, {tpid8021Q, 10}}, payload)) },
-			expect{}.drop(maps.DropStackedVLAN, n, size+8)},
+			expect{}.drop(tables.DropStackedVLAN, n, size+8)},
 		{"unknown unicast on VLAN 10 from the wire",
 			func() { wire.send(t, frame(nobody, far, q(10), payload)) },
-			expect{}.drop(maps.DropUnknownDst, n, size+4)},
+			expect{}.drop(tables.DropUnknownDst, n, size+4)},
 		{"spoofed source MAC from an endpoint",
 			func() { from[a].send(t, frame(far, nobody, nil, payload)) },
-			expect{}.drop(maps.DropSpoofedSrc, n, size)},
+			expect{}.drop(tables.DropSpoofedSrc, n, size)},
 		{"802.1Q-tagged frame from an endpoint",
 			func() { from[a].send(t, frame(far, a.ep.MAC, q(20), payload)) },
-			expect{}.drop(maps.DropTaggedFromEndpoint, n, size+4)},
+			expect{}.drop(tables.DropTaggedFromEndpoint, n, size+4)},
 		{"endpoint to endpoint in a private network",
 			func() { from[p1].send(t, frame(p2.ep.MAC, p1.ep.MAC, nil, payload)) },
 			// The sender's tx counts before the mode is looked at.
-			expect{}.tx(p1, "v20", n, size).vlan("tx", 20, "v20", n, size).drop(maps.DropPrivateMode, n, size)},
+			expect{}.tx(p1, "v20", n, size).vlan("tx", 20, "v20", n, size).drop(tables.DropPrivateMode, n, size)},
 		{"own broadcast reflected by the switch (bridge mode)",
 			func() { wire.send(t, frame(bcast, a.ep.MAC, q(10), payload)) },
-			expect{}.drop(maps.DropLooped, n, size+4)},
+			expect{}.drop(tables.DropLooped, n, size+4)},
 		// helper_failed (bpf_skb_vlan_push/pop or bpf_xdp_adjust_head
 		// failing) takes the kernel running out of memory: no frame can
 		// provoke it, and it is not faked here.
@@ -370,7 +370,7 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPMode) {
 	// moment inside RemoveEndpoint between the table delete and the link
 	// removal (and inside AddEndpoint between link and tables); this holds
 	// that moment open with the first half of the removal alone.
-	h.tables(func(tb *maps.Tables) error { return tb.DeleteEndpoint(p2.ep.Ifindex) })
+	h.tables(func(tb *tables.Tables) error { return tb.DeleteEndpoint(p2.ep.Ifindex) })
 	for range n {
 		from[p2].send(t, frame(far, p2.ep.MAC, nil, payload))
 	}
@@ -384,7 +384,7 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPMode) {
 	// frames cannot produce. A new reason fails here until a frame for it
 	// is added to the steps (or it is shown to be unreachable).
 	unreachable := map[string]bool{"helper_failed": true, "runt": !native}
-	for _, r := range maps.DropReasons() {
+	for _, r := range tables.DropReasons() {
 		if final[fmt.Sprintf("drops_total{reason=%s}", r)] == 0 && !unreachable[r.String()] {
 			t.Errorf("no frame of this test was dropped as %s: add one", r)
 		}
@@ -465,9 +465,9 @@ func checkStatsCLI(t *testing.T, h *host, prom promView) {
 	for _, e := range p.Events {
 		got["events_total{event="+e.Event+"}"] = float64(e.Packets)
 	}
-	if len(p.Drops) != len(maps.DropReasons()) || len(p.Events) != len(maps.EventKinds()) {
+	if len(p.Drops) != len(tables.DropReasons()) || len(p.Events) != len(tables.EventKinds()) {
 		t.Errorf("stats: %d reasons and %d events, want %d and %d", len(p.Drops), len(p.Events),
-			len(maps.DropReasons()), len(maps.EventKinds()))
+			len(tables.DropReasons()), len(tables.EventKinds()))
 	}
 	for k, v := range got {
 		if prom[k] != v {
@@ -480,8 +480,8 @@ func checkStatsCLI(t *testing.T, h *host, prom promView) {
 }
 
 // reasonNamed finds a drop reason that maps has no constant for.
-func reasonNamed(t *testing.T, name string) maps.DropReason {
-	for _, r := range maps.DropReasons() {
+func reasonNamed(t *testing.T, name string) tables.DropReason {
+	for _, r := range tables.DropReasons() {
 		if r.String() == name {
 			return r
 		}

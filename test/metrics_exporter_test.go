@@ -25,8 +25,8 @@ import (
 	"github.com/xmacvlan/xmacvlan/endpoint"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
 	"github.com/xmacvlan/xmacvlan/metrics"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // startCLI starts the xmacvlan binary in this (the root) namespace and
@@ -78,8 +78,8 @@ func TestMetricsCommandAndStatsWatch(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
 	h.attach("")
-	h.network("lan", 0, maps.Bridge)
-	h.network("v10", 10, maps.Bridge)
+	h.network("lan", 0, tables.Bridge)
+	h.network("v10", 10, tables.Bridge)
 	c := h.container("lan", "", "10.0.0.2/24", false)
 	h.container("v10", "", "", false)
 	if err := ping(l.sw, c.ip); err != nil {
@@ -111,12 +111,12 @@ func TestMetricsCommandAndStatsWatch(t *testing.T) {
 	if v["rx_packets_total"+ep] < 2 || v["tx_packets_total"+ep] < 2 {
 		t.Errorf("after a ping of the container: rx %v tx %v", v["rx_packets_total"+ep], v["tx_packets_total"+ep])
 	}
-	for _, r := range maps.DropReasons() {
+	for _, r := range tables.DropReasons() {
 		if _, ok := v["drops_total{reason="+r.String()+"}"]; !ok {
 			t.Errorf("no xmacvlan_drops_total for %s", r)
 		}
 	}
-	for _, e := range maps.EventKinds() {
+	for _, e := range tables.EventKinds() {
 		if _, ok := v["events_total{event="+e.String()+"}"]; !ok {
 			t.Errorf("no xmacvlan_events_total for %s", e)
 		}
@@ -165,7 +165,7 @@ func TestMetricsConcurrentScrapesWhileEndpointsChange(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
 	h.attach("")
-	h.network("v10", 10, maps.Bridge)
+	h.network("v10", 10, tables.Bridge)
 	ex := exporter(t, h.root)
 
 	var (
@@ -220,7 +220,7 @@ func TestMetricsConcurrentScrapesWhileEndpointsChange(t *testing.T) {
 	for range 4 {
 		nss = append(nss, testutil.NewNetns(t, "xc"))
 	}
-	var live []maps.Endpoint
+	var live []tables.Endpoint
 	for i := range 12 {
 		err := h.ns.Do(func() error {
 			hd, n, err := loader.OpenNetwork(h.root, "v10")
@@ -248,7 +248,7 @@ func TestMetricsConcurrentScrapesWhileEndpointsChange(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 		h.attach("")
-		h.network("v10", 10, maps.Bridge)
+		h.network("v10", 10, tables.Bridge)
 		time.Sleep(50 * time.Millisecond)
 	}
 	stop.Store(true)
@@ -287,7 +287,7 @@ func TestMetricsUnreadableTableEmitsNoCounter(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
 	h.attach("")
-	h.network("v10", 10, maps.Bridge)
+	h.network("v10", 10, tables.Bridge)
 	h.container("v10", "", "", false)
 	ex := exporter(t, h.root)
 	if v := scrapeView(t, ex); len(v) < 20 {
@@ -346,7 +346,7 @@ func exporter1000(t testing.TB) (*host, http.Handler) {
 	h.attach("")
 	vlans := []uint16{10, 20, 30, 40}
 	for _, v := range vlans {
-		h.network(fmt.Sprintf("v%d", v), v, maps.Bridge)
+		h.network(fmt.Sprintf("v%d", v), v, tables.Bridge)
 	}
 	var ifindexes []int
 	t.Cleanup(func() {
@@ -359,9 +359,9 @@ func exporter1000(t testing.TB) (*host, http.Handler) {
 			hd.Tables.DeleteEndpoint(i)
 		}
 	})
-	h.tables(func(tb *maps.Tables) error {
+	h.tables(func(tb *tables.Tables) error {
 		for i := range endpoints {
-			ep := maps.Endpoint{
+			ep := tables.Endpoint{
 				Ifindex: 1_000_000 + i,
 				VLAN:    vlans[i%len(vlans)],
 				MAC:     net.HardwareAddr{0x02, 0xbe, 0, 0, byte(i >> 8), byte(i)},

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 const (
@@ -26,9 +26,9 @@ func TestFramesReachOnlyTheirEndpoint(t *testing.T) {
 	if res := h.attach(""); res.XDPMode != "native" {
 		t.Fatalf("XDP mode on veth: %s, want native", res.XDPMode)
 	}
-	h.network("lan", 0, maps.Bridge)
-	h.network("v10", 10, maps.Bridge)
-	h.network("v20", 20, maps.Bridge)
+	h.network("lan", 0, tables.Bridge)
+	h.network("v10", 10, tables.Bridge)
+	h.network("v20", 20, tables.Bridge)
 	eps := map[string]*container{
 		"untagged": h.container("lan", "02:00:00:00:00:0a", "", false),
 		"v10skb":   h.container("v10", "02:00:00:00:10:01", "", false),
@@ -47,8 +47,8 @@ func TestFramesReachOnlyTheirEndpoint(t *testing.T) {
 		name string
 		dst  string
 		tags [][2]uint16
-		want []string        // endpoints that must receive it
-		drop maps.DropReason // counted if want is empty
+		want []string          // endpoints that must receive it
+		drop tables.DropReason // counted if want is empty
 	}{
 		{"untagged unicast", "02:00:00:00:00:0a", nil, []string{"untagged"}, 0},
 		{"VLAN 10, skb delivery", "02:00:00:00:10:01", q(10), []string{"v10skb"}, 0},
@@ -56,11 +56,11 @@ func TestFramesReachOnlyTheirEndpoint(t *testing.T) {
 		{"same MAC on VLAN 20", "02:00:00:00:00:0a", q(20), []string{"v20xdp"}, 0},
 		{"VLAN 10 broadcast", "ff:ff:ff:ff:ff:ff", q(10), []string{"v10skb", "v10xdp"}, 0},
 		{"VLAN 20 multicast", "01:00:5e:00:00:01", q(20), []string{"v20xdp"}, 0},
-		{"unknown MAC on VLAN 10", "02:00:00:00:77:77", q(10), nil, maps.DropUnknownDst},
-		{"VLAN 10 MAC on VLAN 20", "02:00:00:00:10:01", q(20), nil, maps.DropUnknownDst},
-		{"unconfigured VLAN 30", "02:00:00:00:10:01", q(30), nil, maps.DropUnknownVLAN},
-		{"802.1ad outer tag", "02:00:00:00:10:01", [][2]uint16{{tpid8021AD, 10}, {tpid8021Q, 10}}, nil, maps.DropStackedVLAN},
-		{"double 802.1Q", "02:00:00:00:10:02", [][2]uint16{{tpid8021Q, 10}, {tpid8021Q, 10}}, nil, maps.DropStackedVLAN},
+		{"unknown MAC on VLAN 10", "02:00:00:00:77:77", q(10), nil, tables.DropUnknownDst},
+		{"VLAN 10 MAC on VLAN 20", "02:00:00:00:10:01", q(20), nil, tables.DropUnknownDst},
+		{"unconfigured VLAN 30", "02:00:00:00:10:01", q(30), nil, tables.DropUnknownVLAN},
+		{"802.1ad outer tag", "02:00:00:00:10:01", [][2]uint16{{tpid8021AD, 10}, {tpid8021Q, 10}}, nil, tables.DropStackedVLAN},
+		{"double 802.1Q", "02:00:00:00:10:02", [][2]uint16{{tpid8021Q, 10}, {tpid8021Q, 10}}, nil, tables.DropStackedVLAN},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,15 +109,15 @@ func TestFramesReachOnlyTheirEndpoint(t *testing.T) {
 	}
 }
 
-func (h *host) drops() []maps.Count {
-	var d []maps.Count
-	h.tables(func(tb *maps.Tables) (err error) { d, err = tb.Drops(); return err })
+func (h *host) drops() []tables.Count {
+	var d []tables.Count
+	h.tables(func(tb *tables.Tables) (err error) { d, err = tb.Drops(); return err })
 	return d
 }
 
-func (h *host) events() []maps.Count {
-	var e []maps.Count
-	h.tables(func(tb *maps.Tables) (err error) { e, err = tb.Events(); return err })
+func (h *host) events() []tables.Count {
+	var e []tables.Count
+	h.tables(func(tb *tables.Tables) (err error) { e, err = tb.Events(); return err })
 	return e
 }
 
@@ -127,13 +127,13 @@ func TestTCPFromWireIntoEndpoint(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
 	h.attach("")
-	h.network("lan", 0, maps.Bridge)
+	h.network("lan", 0, tables.Bridge)
 	c := h.container("lan", "", "10.0.0.2/24", false)
 	tcpTransfer(t, c.ns, l.sw, "10.0.0.2:5201", 32<<20)
 	tcpTransfer(t, l.sw, c.ns, "10.0.0.1:5202", 32<<20)
 }
 
-// The XDP delivery path and TCP (DESIGN.md kernel facts): partial
+// The XDP delivery path and TCP (README "Kernel facts"): partial
 // checksums from the sending veth are never completed on an XDP
 // veth->veth redirect, so TCP only works once the sender computes its
 // checksums itself (tx checksum offload off, which turns TSO off too).
@@ -141,7 +141,7 @@ func TestTCPOverXDPDeliveryNeedsSenderChecksums(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
 	h.attach("")
-	h.network("lan", 0, maps.Bridge)
+	h.network("lan", 0, tables.Bridge)
 	c := h.container("lan", "", "10.0.0.2/24", true)
 	if err := ping(l.sw, c.ip); err != nil {
 		t.Fatal(err)
@@ -155,7 +155,7 @@ func TestTCPOverXDPDeliveryNeedsSenderChecksums(t *testing.T) {
 		}
 	}
 	tcpTransfer(t, c.ns, l.sw, "10.0.0.2:5202", 32<<20)
-	if h.events()[maps.EvXDPRedirect].Packets == 0 {
+	if h.events()[tables.EvXDPRedirect].Packets == 0 {
 		t.Error("no frame took the XDP redirect path")
 	}
 }
@@ -166,7 +166,7 @@ func TestXDPDeliveryNeedsNAPIOnTheContainerEnd(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
 	h.attach("")
-	h.network("lan", 0, maps.Bridge)
+	h.network("lan", 0, tables.Bridge)
 	c := h.container("lan", "02:00:00:00:00:0b", "", true)
 	capt := startCapture(t, c.ns, "eth0")
 	wire := newSender(t, l.sw, h.port)
@@ -187,14 +187,14 @@ func TestXDPDeliveryNeedsNAPIOnTheContainerEnd(t *testing.T) {
 	if err := c.ns.Do(func() error { return ethtool.SetGRO("eth0", false) }); err != nil {
 		t.Fatal(err)
 	}
-	before := h.events()[maps.EvXDPRedirect].Packets
+	before := h.events()[tables.EvXDPRedirect].Packets
 	send("without-gro")
 	time.Sleep(300 * time.Millisecond)
 	if n := len(capt.matching([]byte("without-gro"))); n != 0 {
 		t.Errorf("%d frames arrived without NAPI on the receiving veth: the kernel fact has changed", n)
 	}
 	// The datapath did redirect them: the loss is the kernel's, silent.
-	if got := h.events()[maps.EvXDPRedirect].Packets - before; got != 10 {
+	if got := h.events()[tables.EvXDPRedirect].Packets - before; got != 10 {
 		t.Errorf("XDP redirected %d frames, want 10", got)
 	}
 }

@@ -24,7 +24,7 @@ import (
 	"github.com/xmacvlan/xmacvlan/endpoint"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // lab is a switch namespace with bridge br0 (10.0.0.1/24 on the untagged
@@ -147,7 +147,7 @@ func (h *host) tryAttach(opts loader.AttachOptions) (res *loader.AttachResult, e
 }
 
 // tables runs f with the host's tables open.
-func (h *host) tables(f func(*maps.Tables) error) {
+func (h *host) tables(f func(*tables.Tables) error) {
 	t := h.lab.t
 	t.Helper()
 	hd, err := loader.Open(h.root, h.parent)
@@ -161,8 +161,10 @@ func (h *host) tables(f func(*maps.Tables) error) {
 }
 
 // network creates a network on the host's parent.
-func (h *host) network(name string, vlan uint16, mode maps.Mode) {
-	h.tables(func(tb *maps.Tables) error { return tb.AddNetwork(maps.Network{Name: name, VLAN: vlan, Mode: mode}) })
+func (h *host) network(name string, vlan uint16, mode tables.Mode) {
+	h.tables(func(tb *tables.Tables) error {
+		return tb.AddNetwork(tables.Network{Name: name, VLAN: vlan, Mode: mode})
+	})
 }
 
 // container is an endpoint: a namespace whose eth0 is the inner end of a
@@ -170,7 +172,7 @@ func (h *host) network(name string, vlan uint16, mode maps.Mode) {
 type container struct {
 	ns *testutil.Netns
 	ip string
-	ep maps.Endpoint
+	ep tables.Endpoint
 }
 
 // container adds an endpoint in a new namespace to a network of the host,

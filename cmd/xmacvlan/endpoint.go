@@ -9,7 +9,7 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/endpoint"
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 func newEndpointCmd(g *globals) *cobra.Command {
@@ -83,7 +83,7 @@ func newEndpointAddCmd(g *globals) *cobra.Command {
 
 // parseEndpointIP accepts ADDRESS/PREFIX, or ADDRESS with the prefix of
 // the network's subnet.
-func parseEndpointIP(s string, n maps.Network) (*net.IPNet, error) {
+func parseEndpointIP(s string, n tables.Network) (*net.IPNet, error) {
 	if s == "" {
 		return nil, nil
 	}
@@ -153,7 +153,7 @@ type endpointRowJSON struct {
 	ID       int    `json:"id"`
 }
 
-func endpointRow(network string, ep maps.Endpoint) endpointRowJSON {
+func endpointRow(network string, ep tables.Endpoint) endpointRowJSON {
 	r := endpointRowJSON{Network: network, VLAN: ep.VLAN, Netns: ep.Netns, Ifname: ep.Ifname, MAC: ep.MAC.String(),
 		Delivery: deliveryName(ep), Host: ep.Host, Ifindex: ep.Ifindex, ID: ep.ID, Outer: "(gone)"}
 	if ep.IP != nil {
@@ -165,7 +165,7 @@ func endpointRow(network string, ep maps.Endpoint) endpointRowJSON {
 	return r
 }
 
-func deliveryName(ep maps.Endpoint) string {
+func deliveryName(ep tables.Endpoint) string {
 	if ep.XDPDelivery {
 		return "xdp"
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/endpoint"
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 var netNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,31}$`)
@@ -31,7 +31,7 @@ func parseVLAN(s string) (uint16, error) {
 	if err != nil {
 		return 0, fmt.Errorf("invalid VLAN %q: want a number in 1..4094", s)
 	}
-	if v < 1 || v > maps.MaxVLAN {
+	if v < 1 || v > tables.MaxVLAN {
 		return 0, fmt.Errorf("invalid VLAN %d: want 1..4094 (omit --vlan for the untagged segment)", v)
 	}
 	return uint16(v), nil
@@ -73,7 +73,7 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 		Short: "Create a network: the untagged segment of a parent, or one VLAN on it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			n := maps.Network{Name: args[0], MTU: mtu}
+			n := tables.Network{Name: args[0], MTU: mtu}
 			if !netNameRE.MatchString(n.Name) {
 				return fmt.Errorf("invalid network name %q (1-31 of A-Z a-z 0-9 _ . -)", n.Name)
 			}
@@ -84,7 +84,7 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 			if n.VLAN, err = parseVLAN(vlan); err != nil {
 				return err
 			}
-			if n.Mode, err = maps.ParseMode(mode); err != nil {
+			if n.Mode, err = tables.ParseMode(mode); err != nil {
 				return err
 			}
 			if n.Subnet, err = parseCIDR("--subnet", subnet); err != nil {
@@ -119,7 +119,7 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func createNetwork(root, parent string, n maps.Network) error {
+func createNetwork(root, parent string, n tables.Network) error {
 	h, err := loader.Open(root, parent)
 	if err != nil {
 		return err

@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // statsJSON is the schema of `xmacvlan stats -o json`: one object, or with
@@ -224,7 +224,7 @@ func buildStats(now time.Time, snaps []loader.ParentSnapshot, prev *statsJSON) s
 	for _, snap := range snaps {
 		p := parentStatsJSON{Parent: snap.Parent, Endpoints: []endpointStatsJSON{}, VLANs: []vlanStatsJSON{},
 			Drops: []dropStatsJSON{}, Events: []eventStatsJSON{}}
-		nets := map[uint16]maps.Network{}
+		nets := map[uint16]tables.Network{}
 		for _, n := range snap.Networks {
 			nets[n.VLAN] = n
 		}
@@ -247,7 +247,7 @@ func buildStats(now time.Time, snaps []loader.ParentSnapshot, prev *statsJSON) s
 			p.VLANs = append(p.VLANs, row)
 		}
 		for i, c := range snap.Drops {
-			r := maps.DropReason(i)
+			r := tables.DropReason(i)
 			row := dropStatsJSON{Reason: r.String(), Explanation: r.Explain(), Packets: c.Packets, Bytes: c.Bytes}
 			if old, ok := before.counts[dropKey(p.Parent, row.Reason)]; ok {
 				row.Rate = countRate(old, c, secs)
@@ -255,7 +255,7 @@ func buildStats(now time.Time, snaps []loader.ParentSnapshot, prev *statsJSON) s
 			p.Drops = append(p.Drops, row)
 		}
 		for i, c := range snap.Events {
-			e := maps.EventKind(i)
+			e := tables.EventKind(i)
 			row := eventStatsJSON{Event: e.String(), Explanation: e.Explain(), Packets: c.Packets, Bytes: c.Bytes}
 			if old, ok := before.counts[eventKey(p.Parent, row.Event)]; ok {
 				row.Rate = countRate(old, c, secs)
@@ -267,14 +267,14 @@ func buildStats(now time.Time, snaps []loader.ParentSnapshot, prev *statsJSON) s
 	return s
 }
 
-func netName(nets map[uint16]maps.Network, vlan uint16) string {
+func netName(nets map[uint16]tables.Network, vlan uint16) string {
 	if n, ok := nets[vlan]; ok {
 		return n.Name
 	}
 	return ""
 }
 
-func trafficOf(t maps.Traffic) trafficJSON {
+func trafficOf(t tables.Traffic) trafficJSON {
 	return trafficJSON{RxPackets: t.RxPackets, RxBytes: t.RxBytes, TxPackets: t.TxPackets, TxBytes: t.TxBytes}
 }
 
@@ -283,8 +283,8 @@ func trafficOf(t maps.Traffic) trafficJSON {
 // ifindex and counter slot: a new endpoint in a reused slot starts from
 // zero and must not read as a negative rate.
 type previous struct {
-	traffic map[string]trafficJSON // endpoints and VLANs
-	counts  map[string]maps.Count  // drop reasons and events
+	traffic map[string]trafficJSON  // endpoints and VLANs
+	counts  map[string]tables.Count // drop reasons and events
 }
 
 func endpointKey(parent string, e endpointStatsJSON) string {
@@ -295,7 +295,7 @@ func dropKey(parent, reason string) string      { return "drop/" + parent + "/" 
 func eventKey(parent, event string) string      { return "event/" + parent + "/" + event }
 
 func indexStats(s statsJSON) previous {
-	p := previous{traffic: map[string]trafficJSON{}, counts: map[string]maps.Count{}}
+	p := previous{traffic: map[string]trafficJSON{}, counts: map[string]tables.Count{}}
 	for _, ps := range s.Parents {
 		for _, e := range ps.Endpoints {
 			p.traffic[endpointKey(ps.Parent, e)] = e.trafficJSON
@@ -304,10 +304,10 @@ func indexStats(s statsJSON) previous {
 			p.traffic[vlanKey(ps.Parent, v.VLAN)] = v.trafficJSON
 		}
 		for _, d := range ps.Drops {
-			p.counts[dropKey(ps.Parent, d.Reason)] = maps.Count{Packets: d.Packets, Bytes: d.Bytes}
+			p.counts[dropKey(ps.Parent, d.Reason)] = tables.Count{Packets: d.Packets, Bytes: d.Bytes}
 		}
 		for _, e := range ps.Events {
-			p.counts[eventKey(ps.Parent, e.Event)] = maps.Count{Packets: e.Packets, Bytes: e.Bytes}
+			p.counts[eventKey(ps.Parent, e.Event)] = tables.Count{Packets: e.Packets, Bytes: e.Bytes}
 		}
 	}
 	return p
@@ -327,7 +327,7 @@ func trafficRate(old, cur trafficJSON, secs float64) *trafficRateJSON {
 	}
 }
 
-func countRate(old, cur maps.Count, secs float64) *countRateJSON {
+func countRate(old, cur tables.Count, secs float64) *countRateJSON {
 	if cur.Packets < old.Packets || cur.Bytes < old.Bytes {
 		return nil
 	}

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -26,26 +26,26 @@ var t0 = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 // later do not change them. step scales the counters, for a second sample.
 func statsFixture(step uint64) []loader.ParentSnapshot {
 	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
-	tr := func(rx, tx uint64) maps.Traffic {
-		return maps.Traffic{RxPackets: rx * step, RxBytes: rx * step * 100, TxPackets: tx * step, TxBytes: tx * step * 100}
+	tr := func(rx, tx uint64) tables.Traffic {
+		return tables.Traffic{RxPackets: rx * step, RxBytes: rx * step * 100, TxPackets: tx * step, TxBytes: tx * step * 100}
 	}
-	s := loader.ParentSnapshot{Parent: "ens33", Snapshot: maps.Snapshot{
-		Networks: []maps.Network{
-			{VLAN: 0, Name: "lan", Mode: maps.Bridge, Members: 1},
-			{VLAN: 10, Name: "v10", Mode: maps.Private, Members: 2},
+	s := loader.ParentSnapshot{Parent: "ens33", Snapshot: tables.Snapshot{
+		Networks: []tables.Network{
+			{VLAN: 0, Name: "lan", Mode: tables.Bridge, Members: 1},
+			{VLAN: 10, Name: "v10", Mode: tables.Private, Members: 2},
 		},
-		Endpoints: []maps.EndpointCounters{
-			{Endpoint: maps.Endpoint{Ifindex: 7, ID: 0, VLAN: 0, MAC: mac("02:00:00:00:00:01"), Netns: "web", Ifname: "eth0"}, Traffic: tr(10, 20)},
-			{Endpoint: maps.Endpoint{Ifindex: 8, ID: 1, VLAN: 10, MAC: mac("02:00:00:00:10:01"), Netns: "db", Ifname: "eth0"}, Traffic: tr(3, 4)},
-			{Endpoint: maps.Endpoint{Ifindex: 9, ID: 2, VLAN: 10, MAC: mac("02:00:00:00:10:02"), Netns: "cache", Ifname: "eth1"}, Traffic: tr(5, 0)},
+		Endpoints: []tables.EndpointCounters{
+			{Endpoint: tables.Endpoint{Ifindex: 7, ID: 0, VLAN: 0, MAC: mac("02:00:00:00:00:01"), Netns: "web", Ifname: "eth0"}, Traffic: tr(10, 20)},
+			{Endpoint: tables.Endpoint{Ifindex: 8, ID: 1, VLAN: 10, MAC: mac("02:00:00:00:10:01"), Netns: "db", Ifname: "eth0"}, Traffic: tr(3, 4)},
+			{Endpoint: tables.Endpoint{Ifindex: 9, ID: 2, VLAN: 10, MAC: mac("02:00:00:00:10:02"), Netns: "cache", Ifname: "eth1"}, Traffic: tr(5, 0)},
 		},
-		VLANs: []maps.VLANCounters{{VLAN: 0, Traffic: tr(10, 20)}, {VLAN: 10, Traffic: tr(8, 4)}},
+		VLANs: []tables.VLANCounters{{VLAN: 0, Traffic: tr(10, 20)}, {VLAN: 10, Traffic: tr(8, 4)}},
 	}}
 	for i := range 9 {
-		s.Drops = append(s.Drops, maps.Count{Packets: uint64(i) * step, Bytes: uint64(i) * step * 64})
+		s.Drops = append(s.Drops, tables.Count{Packets: uint64(i) * step, Bytes: uint64(i) * step * 64})
 	}
 	for i := range 8 {
-		s.Events = append(s.Events, maps.Count{Packets: uint64(i) * step * 2, Bytes: uint64(i) * step * 128})
+		s.Events = append(s.Events, tables.Count{Packets: uint64(i) * step * 2, Bytes: uint64(i) * step * 128})
 	}
 	return []loader.ParentSnapshot{s}
 }
@@ -59,14 +59,14 @@ func fixedWords(t *testing.T, s statsJSON) statsJSON {
 		p := &s.Parents[i]
 		for j := range p.Drops {
 			d := &p.Drops[j]
-			if want := maps.DropReason(j).Explain(); d.Explanation != want || want == "" {
+			if want := tables.DropReason(j).Explain(); d.Explanation != want || want == "" {
 				t.Errorf("reason %s explained as %q, want %q", d.Reason, d.Explanation, want)
 			}
 			d.Explanation = "why " + d.Reason
 		}
 		for j := range p.Events {
 			e := &p.Events[j]
-			if want := maps.EventKind(j).Explain(); e.Explanation != want || want == "" {
+			if want := tables.EventKind(j).Explain(); e.Explanation != want || want == "" {
 				t.Errorf("event %s explained as %q, want %q", e.Event, e.Explanation, want)
 			}
 			e.Explanation = "what " + e.Event + " counts"
@@ -106,7 +106,7 @@ func TestStatsJSONGolden(t *testing.T) {
 func TestStatsWatchJSONGolden(t *testing.T) {
 	first := buildStats(t0, statsFixture(1), nil)
 	snaps := statsFixture(3)
-	snaps[0].Endpoints[2].Traffic = maps.Traffic{RxPackets: 1, RxBytes: 60} // reset
+	snaps[0].Endpoints[2].Traffic = tables.Traffic{RxPackets: 1, RxBytes: 60} // reset
 	var buf bytes.Buffer
 	if err := writeJSON(&buf, fixedWords(t, buildStats(t0.Add(2*time.Second), snaps, &first))); err != nil {
 		t.Fatal(err)
@@ -132,7 +132,7 @@ func TestStatsTextGolden(t *testing.T) {
 	if err := writeStatsText(&buf, s); err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range maps.DropReasons()[:9] {
+	for _, r := range tables.DropReasons()[:9] {
 		if !strings.Contains(buf.String(), r.Explain()) {
 			t.Errorf("no explanation of %s", r)
 		}

@@ -10,7 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/xmacvlan/xmacvlan/bpf"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // skbCtx is the start of struct __sk_buff, as BPF_PROG_RUN takes it: the
@@ -85,7 +85,7 @@ func costCases() []costCase {
 type costFixture struct {
 	ns      *ns
 	coll    *ebpf.Collection
-	tables  *maps.Tables
+	tables  *tables.Tables
 	ifindex map[string]int
 }
 
@@ -126,16 +126,16 @@ func (b *bench) newCostFixture() (f *costFixture, err error) {
 	if f.coll, err = ebpf.NewCollection(spec); err != nil {
 		return nil, fmt.Errorf("load the datapath: %w", err)
 	}
-	if f.tables, err = maps.New(f.coll.Maps); err != nil {
+	if f.tables, err = tables.New(f.coll.Maps); err != nil {
 		return nil, err
 	}
-	for _, net := range []maps.Network{{Name: "lan", VLAN: 0}, {Name: "v10", VLAN: taggedVLAN}} {
+	for _, net := range []tables.Network{{Name: "lan", VLAN: 0}, {Name: "v10", VLAN: taggedVLAN}} {
 		if err := f.tables.AddNetwork(net); err != nil {
 			return nil, err
 		}
 	}
 	par, _ := n.link("par")
-	err = f.tables.SetSettings(maps.Settings{ParentIfindex: par.Attrs().Index, ParentMAC: par.Attrs().HardwareAddr})
+	err = f.tables.SetSettings(tables.Settings{ParentIfindex: par.Attrs().Index, ParentMAC: par.Attrs().HardwareAddr})
 	return f, err
 }
 
@@ -178,14 +178,14 @@ func (b *bench) programCost() error {
 // entries with synthetic ones, and measures. Runs inside the fixture's
 // namespace.
 func (b *bench) costCase(f *costFixture, c costCase, size int) error {
-	var eps []maps.Endpoint
+	var eps []tables.Endpoint
 	defer func() {
 		for _, ep := range eps {
 			f.tables.DeleteEndpoint(ep.Ifindex)
 		}
 	}()
 	for _, e := range c.eps {
-		ep, err := f.tables.AddEndpoint(maps.Endpoint{Ifindex: f.ifindex[e.dev], VLAN: e.vlan, MAC: e.mac, XDPDelivery: e.xdp})
+		ep, err := f.tables.AddEndpoint(tables.Endpoint{Ifindex: f.ifindex[e.dev], VLAN: e.vlan, MAC: e.mac, XDPDelivery: e.xdp})
 		if err != nil {
 			return err
 		}

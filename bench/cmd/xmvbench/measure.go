@@ -12,7 +12,7 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/internal/iperf3"
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // bench holds what every measurement uses.
@@ -225,7 +225,7 @@ func (b *bench) dropRate(d *deployment, frame []byte) (float64, error) {
 		if d.path == kernel {
 			return nil
 		}
-		return d.tables(func(t *maps.Tables) error {
+		return d.tables(func(t *tables.Tables) error {
 			drops, err := t.Drops()
 			for _, c := range drops {
 				*into += c.Packets

@@ -8,7 +8,7 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/endpoint"
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/maps"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // path is one way of delivering the parent's frames to containers.
@@ -121,10 +121,10 @@ func (d *deployment) deployXmacvlan() error {
 			return err
 		}
 		defer h.Close()
-		if err := h.Tables.AddNetwork(maps.Network{Name: "lan", VLAN: 0, Mode: maps.Bridge}); err != nil {
+		if err := h.Tables.AddNetwork(tables.Network{Name: "lan", VLAN: 0, Mode: tables.Bridge}); err != nil {
 			return err
 		}
-		if err := h.Tables.AddNetwork(maps.Network{Name: "v10", VLAN: taggedVLAN, Mode: maps.Bridge}); err != nil {
+		if err := h.Tables.AddNetwork(tables.Network{Name: "v10", VLAN: taggedVLAN, Mode: tables.Bridge}); err != nil {
 			return err
 		}
 		lan, _, err := h.Tables.Network(0)
@@ -135,7 +135,7 @@ func (d *deployment) deployXmacvlan() error {
 		if err != nil {
 			return err
 		}
-		add := func(n maps.Network, m member, mask net.IPMask) error {
+		add := func(n tables.Network, m member, mask net.IPMask) error {
 			_, err := endpoint.Add(h, n, endpoint.Spec{Netns: m.ns.path(), MAC: m.mac,
 				IP: &net.IPNet{IP: m.ip, Mask: mask}, XDP: d.path == xmvXDP})
 			return err
@@ -170,7 +170,7 @@ func (d *deployment) remove() error {
 }
 
 // tables runs f with the xmacvlan tables open (xmacvlan paths only).
-func (d *deployment) tables(f func(*maps.Tables) error) error {
+func (d *deployment) tables(f func(*tables.Tables) error) error {
 	return d.lab.host.do(func() error {
 		h, err := loader.Open(d.lab.root, parent)
 		if err != nil {

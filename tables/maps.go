@@ -2,7 +2,7 @@
 // that knows their layout. Callers serialise writers (the loader's lock);
 // the datapath reads concurrently, so every change is ordered to be safe
 // for a frame arriving in between.
-package maps
+package tables
 
 import (
 	"errors"

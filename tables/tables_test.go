@@ -1,4 +1,4 @@
-package maps
+package tables
 
 import (
 	"errors"
