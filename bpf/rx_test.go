@@ -11,6 +11,7 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/bpf"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
+	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
@@ -18,7 +19,7 @@ import (
 // endpoints. The redirect map only takes interfaces that exist, so the
 // endpoints are real veths in a namespace of the test's own.
 type fixture struct {
-	coll   *ebpf.Collection
+	dp     *loader.Datapath
 	tbl    *tables.Tables
 	ns     *testutil.Netns
 	eps    map[string]tables.Endpoint
@@ -28,23 +29,13 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	testutil.Privileged(t)
-	spec, err := bpf.LoadXmacvlan()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The device-bound variant only loads against a device; it shares
-	// parent_rx() with xmv_rx_xdp, which is what runs here.
-	delete(spec.Programs, bpf.XmacvlanProgXmvRxXdpMeta)
-	coll, err := ebpf.NewCollection(spec)
+	dp, err := loader.Load()
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
-	t.Cleanup(coll.Close)
-	tbl, err := tables.New(coll.Maps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{coll: coll, tbl: tbl, ns: testutil.NewNetns(t, "xu"), eps: map[string]tables.Endpoint{}}
+	t.Cleanup(dp.Close)
+	tbl := dp.Tables
+	f := &fixture{dp: dp, tbl: tbl, ns: testutil.NewNetns(t, "xu"), eps: map[string]tables.Endpoint{}}
 
 	for _, n := range []tables.Network{{VLAN: 0}, {VLAN: 10}, {VLAN: 20, Mode: tables.Private}, {VLAN: 40, Mode: tables.VEPA}} {
 		if err := tbl.AddNetwork(n); err != nil {
@@ -179,7 +170,7 @@ const rxMetaMagic = 0x786d7631
 
 func (f *fixture) runXDP(t testing.TB, frame []byte) rxRun {
 	opts := ebpf.RunOptions{Data: frame, DataOut: make([]byte, len(frame)+256)}
-	ret, err := f.coll.Programs[bpf.XmacvlanProgXmvRxXdp].Run(&opts)
+	ret, err := f.dp.Programs.XmvRxXdp.Run(&opts)
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}

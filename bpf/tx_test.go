@@ -9,7 +9,6 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/xmacvlan/xmacvlan/bpf"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
@@ -24,7 +23,7 @@ type skbCtx struct {
 // refuses (EINVAL) an IPv4/IPv6 frame too short for its IP header.
 func (f *fixture) runTx(ep tables.Endpoint, frame []byte) (ret uint32, err error) {
 	err = f.ns.Do(func() (err error) {
-		ret, err = f.coll.Programs[bpf.XmacvlanProgXmvEpTx].Run(&ebpf.RunOptions{
+		ret, err = f.dp.Programs.XmvEpTx.Run(&ebpf.RunOptions{
 			Data: frame, Context: skbCtx{Ifindex: uint32(ep.Ifindex)},
 		})
 		return err

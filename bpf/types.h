@@ -86,6 +86,8 @@ struct settings {
 	__u8 parent_mac[6];
 	__u8 hairpin;        /* host <-> untagged endpoints directly */
 	__u8 restore_rxvlan; /* control plane only: attach turned rx-vlan offload off */
+	__u8 generic;        /* control plane only: attached without XDP, tcx classifies */
+	__u64 netns_cookie;  /* control plane only: the parent's network namespace (SO_NETNS_COOKIE) */
 };
 
 /* Per-CPU traffic counters, per endpoint (by id) and per VLAN (by VID).

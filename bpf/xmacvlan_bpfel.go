@@ -118,6 +118,9 @@ type XmacvlanSettings struct {
 	ParentMac     [6]uint8
 	Hairpin       uint8
 	RestoreRxvlan uint8
+	Generic       uint8
+	_             [3]byte
+	NetnsCookie   uint64
 }
 
 type XmacvlanTraffic struct {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/bpf"
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
+	"github.com/xmacvlan/xmacvlan/internal/state"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
@@ -61,28 +61,41 @@ type AttachResult struct {
 
 // Attach attaches the datapath to a parent, or brings an attached one up to
 // this build: pinned tables are reused with their entries, live links get
-// the new programs atomically, dead ones are attached again. A failure
-// undoes everything this run did.
+// the new programs atomically, dead ones are attached again, and a link
+// whose program reads tables other than the pinned ones (a killed attach,
+// a lost table pin) gets programs that read the pinned ones. It refuses a
+// parent that carries another xmacvlan datapath, and a root used from
+// another network namespace. A failure undoes everything this run did.
 func Attach(opts AttachOptions) (res *AttachResult, err error) {
 	if opts.Mode == "" {
 		opts.Mode = ModeAuto
 	}
-	if err := checkParentName(opts.Parent); err != nil {
+	if err := state.CheckParentName(opts.Parent); err != nil {
 		return nil, err
 	}
-	lock, err := lockRoot(opts.Root)
+	root, err := state.Open(opts.Root, state.Reshape)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock(lock)
+	defer root.Close()
 
 	parent, err := netlink.LinkByName(opts.Parent)
 	if err != nil {
 		return nil, fmt.Errorf("unknown parent %q: %w", opts.Parent, err)
 	}
 	ifindex := parent.Attrs().Index
+	cookie, err := netnsCookie()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkNetns(root, "", cookie); err != nil {
+		return nil, err
+	}
+	if err := checkOneDatapath(root, opts.Parent, ifindex); err != nil {
+		return nil, err
+	}
 	res = &AttachResult{Parent: opts.Parent, Ifindex: ifindex}
-	dir := filepath.Join(opts.Root, opts.Parent)
+	dir := root.ParentDir(opts.Parent)
 
 	var t txn
 	defer func() { t.end(err != nil) }()
@@ -94,40 +107,54 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 		t.rollback.push(func() { os.Remove(dir) })
 		res.New = true
 	}
-	d, err := loadDatapath(dir)
+	if err := adoptTables(&t, dir, ifindex, res); err != nil {
+		return nil, err
+	}
+	d, err := loadReusing(dir)
 	if err != nil {
 		return nil, err
 	}
-	t.finally.push(d.close)
+	t.finally.push(d.Close)
+	ids, err := d.Tables.MapIDs()
+	if err != nil {
+		return nil, err
+	}
+	a := &attachRun{t: &t, res: res, tables: ids, replace: opts.Replace}
 
-	if err := attachXDP(&t, dir, parent, opts.Mode, opts.Replace, d, res); err != nil {
+	settings, err := d.Tables.Settings()
+	if err != nil {
+		return nil, err
+	}
+	// Attached before: keep the mode it had, never downgrade silently.
+	var recorded *XDPMode
+	if d.reused[tables.SettingsName] && settings.ParentIfindex != 0 {
+		m := ModeNative
+		if settings.Generic {
+			m = ModeGeneric
+		}
+		recorded = &m
+	}
+	if err := a.attachXDP(dir, parent, opts.Mode, recorded, d); err != nil {
 		return nil, err
 	}
 	if err := failpoint("after-xdp"); err != nil {
 		return nil, err
 	}
-	if err := ensureTCX(&t, filepath.Join(dir, pinRxTCLink), ifindex, ebpf.AttachTCXIngress,
-		d.program(bpf.XmacvlanProgXmvRxTc), opts.Replace, res); err != nil {
+	if err := a.ensureTCX(filepath.Join(dir, state.PinRxTCLink), ifindex, ebpf.AttachTCXIngress, d.Programs.XmvRxTc); err != nil {
 		return nil, err
 	}
-	if err := upgradeEndpointLinks(&t, dir, d.program(bpf.XmacvlanProgXmvEpTx), opts.Replace, res); err != nil {
+	if err := a.endpointLinks(dir, d); err != nil {
 		return nil, err
 	}
 	if err := failpoint("after-links"); err != nil {
 		return nil, err
 	}
 
-	tbl, err := tables.New(d.coll.Maps)
-	if err != nil {
-		return nil, err
-	}
-	settings, err := tbl.Settings()
-	if err != nil {
-		return nil, err
-	}
 	old := settings
 	settings.ParentIfindex = ifindex
 	settings.ParentMAC = parent.Attrs().HardwareAddr
+	settings.Generic = res.XDPMode == ModeGeneric
+	settings.NetnsCookie = cookie
 	if opts.Hairpin != nil {
 		settings.Hairpin = *opts.Hairpin
 	}
@@ -138,112 +165,122 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 	}
 	res.Notes = append(res.Notes, note)
 	settings.RestoreRxVLAN = settings.RestoreRxVLAN || turnedOff
-	if err := tbl.SetSettings(settings); err != nil {
+	if err := d.Tables.SetSettings(settings); err != nil {
 		return nil, err
 	}
-	t.rollback.push(func() { tbl.SetSettings(old) })
+	t.rollback.push(func() { d.Tables.SetSettings(old) })
 	if err := failpoint("after-settings"); err != nil {
 		return nil, err
 	}
 
 	// Tables are pinned only now that the programs using them run.
-	for _, name := range tables.Names() {
-		if d.reused[name] {
-			continue
-		}
-		pin := filepath.Join(dir, name)
-		if err := d.coll.Maps[name].Pin(pin); err != nil {
-			return nil, fmt.Errorf("pin table %s: %w", name, err)
-		}
+	pins, err := d.Tables.Pin(dir, func(name string) bool { return d.reused[name] })
+	for _, pin := range pins {
 		t.rollback.push(func() { os.Remove(pin) })
+	}
+	if err != nil {
+		return nil, err
 	}
 	if err := failpoint("after-pins"); err != nil {
 		return nil, err
 	}
-	if err := setHairpinLink(&t, dir, ifindex, settings.Hairpin, d.program(bpf.XmacvlanProgXmvHostTx), opts.Replace, res); err != nil {
+	if err := a.setHairpinLink(dir, ifindex, settings.Hairpin, d.Programs.XmvHostTx); err != nil {
 		return nil, err
 	}
 	// Last, as nothing after it can fail: later runs attach endpoints
 	// with the program pinned here.
-	if err := replacePin(filepath.Join(dir, pinEpTxProg), d.program(bpf.XmacvlanProgXmvEpTx)); err != nil {
+	if err := replacePin(filepath.Join(dir, state.PinEpTxProg), d.Programs.XmvEpTx); err != nil {
 		return nil, err
 	}
 	return res, nil
 }
 
+// attachRun is one attach's record: its transaction, its result, the
+// kernel IDs of the tables its programs must use, and --replace.
+type attachRun struct {
+	t       *txn
+	res     *AttachResult
+	tables  map[ebpf.MapID]string
+	replace bool
+}
+
 // attachXDP attaches the receive program in native mode, or upgrades the
 // one attached. The device-bound variant (which reads tags the driver
-// stripped) is preferred where the driver loads it.
+// stripped) is preferred where the driver loads it. recorded is the mode
+// of an earlier attach (nil: none), which a re-attach keeps.
 //
 // Generic mode attaches no XDP program: the skb exists already, so XDP
 // would save nothing over tcx, and on this kernel any generic XDP program
 // leaves skb->data at the network header for the tcx program after it
 // (TestGenericXDPHidesMACFromTCX). In generic mode xmv_rx_tc classifies
 // and drops on its own.
-func attachXDP(t *txn, dir string, parent netlink.Link, mode XDPMode, replace bool, d *datapath, res *AttachResult) error {
-	ifindex := parent.Attrs().Index
-	pin := filepath.Join(dir, pinXDPLink)
+func (a *attachRun) attachXDP(dir string, parent netlink.Link, mode XDPMode, recorded *XDPMode, d *Datapath) error {
+	ifindex, name := parent.Attrs().Index, parent.Attrs().Name
+	pin := filepath.Join(dir, state.PinXDPLink)
 	l, alive, err := pinnedLink(pin, ifindex)
 	if err != nil {
 		return err
 	}
 	if l != nil {
-		t.finally.push(func() { l.Close() })
+		a.t.finally.push(func() { l.Close() })
 	}
 	if alive {
 		if mode == ModeGeneric {
-			return fmt.Errorf("%s is attached in native mode; detach it first to change to generic", parent.Attrs().Name)
+			return fmt.Errorf("%s is attached in native mode; detach it first to change to generic", name)
 		}
-		prog, name := d.xdpProgram(t, ifindex)
-		res.XDPMode, res.Program = ModeNative, name
-		changed, err := upgradeLink(t, pin, l, prog, replace)
-		if changed {
-			res.Upgraded = append(res.Upgraded, pinXDPLink)
-		}
-		return err
+		prog, progName := d.xdpProgram(a.t, ifindex)
+		a.res.XDPMode, a.res.Program = ModeNative, progName
+		return a.upgradeLink(pin, l, prog)
 	}
-	wasNative := l != nil
 	if l != nil { // dead: the parent went away or was re-created
 		if err := removeLink(pin); err != nil {
 			return err
 		}
 	}
-	wasGeneric := !wasNative && exists(filepath.Join(dir, pinRxTCLink))
+	wasGeneric := recorded != nil && *recorded == ModeGeneric
+	wasNative := recorded != nil && *recorded == ModeNative
 	if wasGeneric && mode == ModeNative {
-		return fmt.Errorf("%s is attached in generic mode; detach it first to change to native", parent.Attrs().Name)
+		return fmt.Errorf("%s is attached in generic mode; detach it first to change to native", name)
+	}
+	if wasNative && mode == ModeGeneric {
+		return fmt.Errorf("%s is attached in native mode; detach it first to change to generic", name)
 	}
 	if mode == ModeGeneric || wasGeneric {
-		res.XDPMode, res.Program = ModeGeneric, "none (tcx classifies)"
+		a.res.XDPMode, a.res.Program = ModeGeneric, "none (tcx classifies)"
 		return nil
 	}
 
-	prog, name := d.xdpProgram(t, ifindex)
+	prog, progName := d.xdpProgram(a.t, ifindex)
 	nl, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPDriverMode})
-	if err != nil && name != bpf.XmacvlanProgXmvRxXdp {
+	if err != nil && progName != bpf.XmacvlanProgXmvRxXdp {
 		// The driver refused the device-bound variant: try the plain one.
-		prog, name = d.program(bpf.XmacvlanProgXmvRxXdp), bpf.XmacvlanProgXmvRxXdp
+		prog, progName = d.Programs.XmvRxXdp, bpf.XmacvlanProgXmvRxXdp
 		nl, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPDriverMode})
 	}
 	if err != nil {
 		if mode == ModeNative {
-			return fmt.Errorf("attach XDP to %s in native mode: %w", parent.Attrs().Name, err)
+			return fmt.Errorf("attach XDP to %s in native mode: %w", name, err)
 		}
-		res.XDPMode, res.Program = ModeGeneric, "none (tcx classifies)"
-		res.Notes = append(res.Notes, fmt.Sprintf("no native XDP on %s (%v): tcx classifies on the skb path", parent.Attrs().Name, err))
+		if wasNative {
+			return fmt.Errorf("%s was attached with native XDP and its driver now refuses it (%v); "+
+				"to run without XDP, detach it and attach with --xdp-mode generic", name, err)
+		}
+		a.res.XDPMode, a.res.Program = ModeGeneric, "none (tcx classifies)"
+		a.res.Notes = append(a.res.Notes, fmt.Sprintf("no native XDP on %s (%v): tcx classifies on the skb path", name, err))
 		return nil
 	}
-	res.XDPMode, res.Program = ModeNative, name
-	return pinNewLink(t, pin, nl)
+	a.res.XDPMode, a.res.Program = ModeNative, progName
+	return pinNewLink(a.t, pin, nl)
 }
 
 // xdpProgram picks the receive program: the device-bound variant where the
 // driver loads it, else the plain one.
-func (d *datapath) xdpProgram(t *txn, ifindex int) (*ebpf.Program, string) {
+func (d *Datapath) xdpProgram(t *txn, ifindex int) (*ebpf.Program, string) {
 	if p, err := d.loadDevBoundXDP(ifindex); err == nil {
 		t.finally.push(func() { p.Close() })
 		return p, bpf.XmacvlanProgXmvRxXdpMeta
 	}
-	return d.program(bpf.XmacvlanProgXmvRxXdp), bpf.XmacvlanProgXmvRxXdp
+	return d.Programs.XmvRxXdp, bpf.XmacvlanProgXmvRxXdp
 }
 
 // xdpModeOf reads the mode the kernel reports for the parent's XDP program.
@@ -265,20 +302,16 @@ func xdpModeOf(l netlink.Link) XDPMode {
 
 // ensureTCX attaches prog at a tcx hook of ifindex, or upgrades the link
 // pinned at pin.
-func ensureTCX(t *txn, pin string, ifindex int, at ebpf.AttachType, prog *ebpf.Program, replace bool, res *AttachResult) error {
+func (a *attachRun) ensureTCX(pin string, ifindex int, at ebpf.AttachType, prog *ebpf.Program) error {
 	l, alive, err := pinnedLink(pin, ifindex)
 	if err != nil {
 		return err
 	}
 	if l != nil {
-		t.finally.push(func() { l.Close() })
+		a.t.finally.push(func() { l.Close() })
 	}
 	if alive {
-		changed, err := upgradeLink(t, pin, l, prog, replace)
-		if changed {
-			res.Upgraded = append(res.Upgraded, filepath.Base(pin))
-		}
-		return err
+		return a.upgradeLink(pin, l, prog)
 	}
 	if l != nil {
 		if err := removeLink(pin); err != nil {
@@ -289,29 +322,31 @@ func ensureTCX(t *txn, pin string, ifindex int, at ebpf.AttachType, prog *ebpf.P
 	if err != nil {
 		return fmt.Errorf("attach %s at tcx: %w", prog, err)
 	}
-	return pinNewLink(t, pin, nl)
+	return pinNewLink(a.t, pin, nl)
 }
 
 // setHairpinLink attaches the parent's egress program while hairpin is on
 // and removes it when off, so that without hairpin no program runs on the
 // host's transmit path at all.
-func setHairpinLink(t *txn, dir string, ifindex int, on bool, prog *ebpf.Program, replace bool, res *AttachResult) error {
-	pin := filepath.Join(dir, pinHostTxLink)
+func (a *attachRun) setHairpinLink(dir string, ifindex int, on bool, prog *ebpf.Program) error {
+	pin := filepath.Join(dir, state.PinHostTxLink)
 	if on {
-		return ensureTCX(t, pin, ifindex, ebpf.AttachTCXEgress, prog, replace, res)
+		return a.ensureTCX(pin, ifindex, ebpf.AttachTCXEgress, prog)
 	}
 	return removeLink(pin)
 }
 
-// upgradeEndpointLinks gives every live endpoint link the new transmit
-// program. Links of endpoints that are gone are left to `endpoint del`.
-func upgradeEndpointLinks(t *txn, dir string, prog *ebpf.Program, replace bool, res *AttachResult) error {
+// endpointLinks gives every live endpoint link the new transmit program,
+// and attaches it again to each endpoint whose link pin was lost while its
+// outer veth lives on. Links of endpoints that are gone are left to
+// `endpoint del` and gc.
+func (a *attachRun) endpointLinks(dir string, d *Datapath) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), pinEpLinkPref) {
+		if _, ok := state.EndpointLinkIfindex(e.Name()); !ok {
 			continue
 		}
 		pin := filepath.Join(dir, e.Name())
@@ -319,14 +354,32 @@ func upgradeEndpointLinks(t *txn, dir string, prog *ebpf.Program, replace bool, 
 		if err != nil {
 			continue
 		}
-		t.finally.push(func() { l.Close() })
-		changed, err := upgradeLink(t, pin, l, prog, replace)
-		if err != nil {
+		a.t.finally.push(func() { l.Close() })
+		if err := a.upgradeLink(pin, l, d.Programs.XmvEpTx); err != nil {
 			return err
 		}
-		if changed {
-			res.Upgraded = append(res.Upgraded, e.Name())
+	}
+	eps, err := d.Tables.Endpoints()
+	if err != nil {
+		return err
+	}
+	for _, ep := range eps {
+		pin := filepath.Join(dir, state.EndpointLinkPin(ep.Ifindex))
+		if exists(pin) {
+			continue
 		}
+		veth, err := netlink.LinkByIndex(ep.Ifindex)
+		if err != nil || veth.Type() != "veth" {
+			continue // gone: gc removes the endpoint
+		}
+		nl, err := link.AttachTCX(link.TCXOptions{Interface: ep.Ifindex, Program: d.Programs.XmvEpTx, Attach: ebpf.AttachTCXIngress})
+		if err != nil {
+			return fmt.Errorf("attach the lost link of endpoint %s (ifindex %d): %w", veth.Attrs().Name, ep.Ifindex, err)
+		}
+		if err := pinNewLink(a.t, pin, nl); err != nil {
+			return err
+		}
+		a.res.Notes = append(a.res.Notes, fmt.Sprintf("re-attached the lost link of endpoint %s (ifindex %d)", veth.Attrs().Name, ep.Ifindex))
 	}
 	return nil
 }

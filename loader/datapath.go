@@ -1,10 +1,7 @@
 package loader
 
 import (
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/cilium/ebpf"
 
@@ -16,65 +13,96 @@ import (
 // may call the XDP metadata kfuncs of the device it is bound to.
 const bpfFXDPDevBoundOnly = 1 << 6
 
-// datapath is the embedded object loaded into the kernel, with the tables
-// a previous run pinned in place of fresh ones.
-type datapath struct {
-	spec    *ebpf.CollectionSpec
-	coll    *ebpf.Collection
-	metaXDP *ebpf.ProgramSpec // the device-bound variant, loaded on demand
-	reused  map[string]bool   // tables that were pinned already
+// Datapath is the embedded datapath loaded into the kernel and attached
+// nowhere: its tables and every program but the device-bound receive
+// variant (Programs.XmvRxXdpMeta is nil: it loads only against a device,
+// and shares its code with XmvRxXdp). Tests and the bench run it with
+// BPF_PROG_RUN; attach hooks it to a parent. Close releases it.
+type Datapath struct {
+	Tables   *tables.Tables
+	Programs bpf.XmacvlanPrograms
+	spec     *ebpf.CollectionSpec
+	reused   map[string]bool // tables that were pinned already
 }
 
-// loadDatapath loads the programs, reusing the tables pinned in dir. A
-// pinned table whose layout differs from this build's is an error: its
-// entries cannot be carried over silently.
-func loadDatapath(dir string) (*datapath, error) {
-	spec, err := bpf.LoadXmacvlan()
+// Load loads the datapath with fresh, empty tables.
+func Load() (*Datapath, error) { return load(nil) }
+
+// LoadPinned loads the datapath's programs against the tables pinned in
+// dir (a parent's directory), which must all exist.
+func LoadPinned(dir string) (*Datapath, error) {
+	tbl, err := tables.OpenPinned(dir)
 	if err != nil {
 		return nil, err
 	}
-	d := &datapath{spec: spec, reused: map[string]bool{}}
-	replacements := map[string]*ebpf.Map{}
+	defer tbl.Close() // the datapath holds its own references
+	return load(tbl.ByName())
+}
+
+// loadReusing loads the datapath, reusing the tables pinned in dir where
+// they exist. A pinned table whose layout differs from this build's is an
+// error: its entries cannot be carried over silently.
+func loadReusing(dir string) (*Datapath, error) {
+	pinned, err := tables.OpenPinnedSome(dir)
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
-		for _, m := range replacements {
-			m.Close() // the collection holds its own clone
+		for _, m := range pinned {
+			m.Close()
 		}
 	}()
-	for _, name := range tables.Names() {
-		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("open pinned table %s: %w", name, err)
-		}
-		if err := spec.Maps[name].Compatible(m); err != nil {
-			m.Close()
-			return nil, fmt.Errorf("pinned table %s does not match this xmacvlan (%v); "+
-				"run `xmacvlan detach --force` and attach again", name, err)
-		}
-		replacements[name] = m
-		d.reused[name] = true
-	}
-
-	d.metaXDP = spec.Programs[bpf.XmacvlanProgXmvRxXdpMeta]
-	delete(spec.Programs, bpf.XmacvlanProgXmvRxXdpMeta)
-	d.coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replacements})
+	d, err := load(pinned)
 	if err != nil {
-		return nil, fmt.Errorf("load datapath: %w", err)
+		return nil, err
+	}
+	for name := range pinned {
+		d.reused[name] = true
 	}
 	return d, nil
 }
 
+// load loads the programs and the tables, taking replacements (by map
+// name) in place of fresh tables; the caller keeps its references.
+func load(replacements map[string]*ebpf.Map) (*Datapath, error) {
+	spec, err := bpf.LoadXmacvlan()
+	if err != nil {
+		return nil, err
+	}
+	for name, m := range replacements {
+		if err := spec.Maps[name].Compatible(m); err != nil {
+			return nil, fmt.Errorf("pinned table %s does not match this xmacvlan (%v); "+
+				"run `xmacvlan detach --force` and attach again", name, err)
+		}
+	}
+	var objs struct {
+		bpf.XmacvlanMaps
+		RxXDP  *ebpf.Program `ebpf:"xmv_rx_xdp"`
+		RxTC   *ebpf.Program `ebpf:"xmv_rx_tc"`
+		HostTx *ebpf.Program `ebpf:"xmv_host_tx"`
+		EpTx   *ebpf.Program `ebpf:"xmv_ep_tx"`
+	}
+	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: replacements}); err != nil {
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	return &Datapath{
+		Tables: tables.New(&objs.XmacvlanMaps),
+		Programs: bpf.XmacvlanPrograms{XmvRxXdp: objs.RxXDP, XmvRxTc: objs.RxTC,
+			XmvHostTx: objs.HostTx, XmvEpTx: objs.EpTx},
+		spec:   spec,
+		reused: map[string]bool{},
+	}, nil
+}
+
 // loadDevBoundXDP loads the receive program bound to the parent, so that
 // it can read a VLAN tag the driver stripped (bpf_xdp_metadata_rx_vlan_tag).
-func (d *datapath) loadDevBoundXDP(ifindex int) (*ebpf.Program, error) {
-	ps := d.metaXDP.Copy()
+func (d *Datapath) loadDevBoundXDP(ifindex int) (*ebpf.Program, error) {
+	spec := d.spec.Copy()
+	ps := spec.Programs[bpf.XmacvlanProgXmvRxXdpMeta]
 	ps.Ifindex = uint32(ifindex)
 	ps.Flags |= bpfFXDPDevBoundOnly
-	spec := d.spec.Copy()
 	spec.Programs = map[string]*ebpf.ProgramSpec{ps.Name: ps}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: d.coll.Maps})
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: d.Tables.ByName()})
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +110,9 @@ func (d *datapath) loadDevBoundXDP(ifindex int) (*ebpf.Program, error) {
 	return coll.DetachProgram(ps.Name), nil
 }
 
-func (d *datapath) program(name string) *ebpf.Program { return d.coll.Programs[name] }
-
-func (d *datapath) close() { d.coll.Close() }
+// Close releases the programs and the tables' file descriptors; what is
+// pinned or attached lives on.
+func (d *Datapath) Close() {
+	d.Programs.Close()
+	d.Tables.Close()
+}

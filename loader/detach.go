@@ -8,24 +8,29 @@ import (
 	"strings"
 
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
+	"github.com/xmacvlan/xmacvlan/internal/state"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // Detach removes every link and pin of a parent, and with force its
 // endpoints too (their veths are deleted). Without force it refuses while
-// endpoints exist.
+// endpoints exist. parent is the name it was attached under; a NIC renamed
+// since is found by its ifindex, and gets its rx-vlan offload back.
 func Detach(root, parent string, force bool) error {
-	if err := checkParentName(parent); err != nil {
+	if err := state.CheckParentName(parent); err != nil {
 		return err
 	}
-	lock, err := lockRoot(root)
+	r, err := state.Open(root, state.Reshape)
 	if err != nil {
 		return err
 	}
-	defer unlock(lock)
-	dir := filepath.Join(root, parent)
+	defer r.Close()
+	dir := r.ParentDir(parent)
 	if !exists(dir) {
 		return fmt.Errorf("%s is not attached (no state in %s)", parent, dir)
+	}
+	if err := checkNetnsOf(r, parent); err != nil {
+		return err
 	}
 
 	tbl, err := tables.OpenPinned(dir)
@@ -35,9 +40,10 @@ func Detach(root, parent string, force bool) error {
 			return err
 		}
 		if s, err := tbl.Settings(); err == nil && s.RestoreRxVLAN {
-			if err := ethtool.SetRxVLANOffload(parent, true); err != nil && !errors.Is(err, ethtool.ErrFixed) {
-				// The parent may be gone; the rest of detach still applies.
-				fmt.Fprintf(os.Stderr, "warning: could not turn rx-vlan offload back on for %s: %v\n", parent, err)
+			if name, ok := parentName(dir, s); ok {
+				if err := ethtool.SetRxVLANOffload(name, true); err != nil && !errors.Is(err, ethtool.ErrFixed) {
+					fmt.Fprintf(os.Stderr, "warning: could not turn rx-vlan offload back on for %s: %v\n", name, err)
+				}
 			}
 		}
 	}
@@ -48,7 +54,7 @@ func Detach(root, parent string, force bool) error {
 		return err
 	}
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "link_") {
+		if strings.HasPrefix(e.Name(), state.PinLinkPrefix) {
 			if err := removeLink(filepath.Join(dir, e.Name())); err != nil {
 				return fmt.Errorf("detach %s: %w", e.Name(), err)
 			}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
@@ -12,48 +11,54 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/xmacvlan/xmacvlan/internal/state"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // Handle is an attached parent opened for changes. It holds the root's
-// lock until Close, so a sequence of changes is one critical section.
+// writer lock until Close, so a sequence of changes is one critical
+// section; readers (status, stats, scrapes) go on meanwhile.
 type Handle struct {
 	Root   string
 	Parent string
 	Dir    string
 	Tables *tables.Tables
-	lock   *os.File
+	State  *state.Root
 }
 
 // ErrNotAttached is returned by Open for a parent with no pinned state.
 var ErrNotAttached = errors.New("not attached")
 
-// Open locks root and opens the tables of an attached parent.
+// Open locks root for changes and opens the tables of an attached parent.
+// It refuses a parent attached in another network namespace.
 func Open(root, parent string) (*Handle, error) {
-	if err := checkParentName(parent); err != nil {
+	if err := state.CheckParentName(parent); err != nil {
 		return nil, err
 	}
-	lock, err := lockRoot(root)
+	r, err := state.Open(root, state.Change)
 	if err != nil {
 		return nil, err
 	}
-	h, err := openLocked(root, parent, lock)
+	h, err := openLocked(r, parent)
 	if err != nil {
-		unlock(lock)
+		r.Close()
 	}
 	return h, err
 }
 
-func openLocked(root, parent string, lock *os.File) (*Handle, error) {
-	dir := filepath.Join(root, parent)
-	if !exists(filepath.Join(dir, pinRxTCLink)) {
+func openLocked(r *state.Root, parent string) (*Handle, error) {
+	dir := r.ParentDir(parent)
+	if !exists(filepath.Join(dir, state.PinRxTCLink)) {
 		return nil, fmt.Errorf("%s is %w: run `xmacvlan attach %s` first", parent, ErrNotAttached, parent)
+	}
+	if err := checkNetnsOf(r, parent); err != nil {
+		return nil, err
 	}
 	tables, err := tables.OpenPinned(dir)
 	if err != nil {
 		return nil, err
 	}
-	return &Handle{Root: root, Parent: parent, Dir: dir, Tables: tables, lock: lock}, nil
+	return &Handle{Root: r.Dir, Parent: parent, Dir: dir, Tables: tables, State: r}, nil
 }
 
 // ParentNetwork is a network and the parent it is on.
@@ -62,55 +67,57 @@ type ParentNetwork struct {
 	tables.Network
 }
 
-// OpenNetwork locks root and opens the parent of the network called name.
+// OpenNetwork locks root for changes and opens the parent of the network
+// called name.
 func OpenNetwork(root, name string) (*Handle, tables.Network, error) {
-	lock, err := lockRoot(root)
+	r, err := state.Open(root, state.Change)
 	if err != nil {
 		return nil, tables.Network{}, err
 	}
-	nets, err := listNetworks(root)
+	nets, err := listNetworks(r)
 	if err != nil {
-		unlock(lock)
+		r.Close()
 		return nil, tables.Network{}, err
 	}
 	for _, n := range nets {
 		if n.Name == name {
-			h, err := openLocked(root, n.Parent, lock)
+			h, err := openLocked(r, n.Parent)
 			if err != nil {
-				unlock(lock)
+				r.Close()
 			}
 			return h, n.Network, err
 		}
 	}
-	unlock(lock)
+	r.Close()
 	return nil, tables.Network{}, fmt.Errorf("no network called %q (xmacvlan network list)", name)
 }
 
-// Networks lists the networks of every parent under root.
+// Networks lists the networks of every parent under root, under the
+// shared lock.
 func Networks(root string) ([]ParentNetwork, error) {
-	if !exists(root) {
+	r, err := state.Open(root, state.Read)
+	if errors.Is(err, state.ErrNoRoot) {
 		return nil, nil
 	}
-	lock, err := lockRoot(root)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock(lock)
-	return listNetworks(root)
+	defer r.Close()
+	return listNetworks(r)
 }
 
 // Networks lists the networks of every parent under the handle's root; the
 // handle's lock covers them all.
-func (h *Handle) Networks() ([]ParentNetwork, error) { return listNetworks(h.Root) }
+func (h *Handle) Networks() ([]ParentNetwork, error) { return listNetworks(h.State) }
 
-func listNetworks(root string) ([]ParentNetwork, error) {
-	parents, err := parentDirs(root, "")
+func listNetworks(r *state.Root) ([]ParentNetwork, error) {
+	parents, err := r.Parents("")
 	if err != nil {
 		return nil, err
 	}
 	var out []ParentNetwork
 	for _, parent := range parents {
-		tables, err := tables.OpenPinned(filepath.Join(root, parent))
+		tables, err := tables.OpenPinned(r.ParentDir(parent))
 		if err != nil {
 			continue // not (fully) attached: no networks to list
 		}
@@ -129,18 +136,20 @@ func listNetworks(root string) ([]ParentNetwork, error) {
 // Close releases the tables and the lock.
 func (h *Handle) Close() {
 	h.Tables.Close()
-	unlock(h.lock)
+	if h.State != nil {
+		h.State.Close()
+	}
 }
 
 func (h *Handle) endpointLinkPin(ifindex int) string {
-	return filepath.Join(h.Dir, fmt.Sprintf("%s%d", pinEpLinkPref, ifindex))
+	return filepath.Join(h.Dir, state.EndpointLinkPin(ifindex))
 }
 
 // AddEndpoint hooks the transmit program to the endpoint's outer veth,
 // adds its MAC to the parent's unicast filter, then registers it in the
 // tables (the receive path last). On failure nothing of it is left.
 func (h *Handle) AddEndpoint(ep tables.Endpoint) (added tables.Endpoint, err error) {
-	prog, err := ebpf.LoadPinnedProgram(filepath.Join(h.Dir, pinEpTxProg), nil)
+	prog, err := ebpf.LoadPinnedProgram(filepath.Join(h.Dir, state.PinEpTxProg), nil)
 	if err != nil {
 		return ep, fmt.Errorf("open the endpoint program: %w", err)
 	}

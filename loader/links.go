@@ -4,9 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/xmacvlan/xmacvlan/internal/state"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // txn is one run's record: rollback undoes its steps if the run fails;
@@ -66,34 +72,135 @@ func linkProgram(l link.Link) (*ebpf.Program, *ebpf.ProgramInfo, error) {
 	return p, pi, nil
 }
 
-// sameProgram compares by name and tag (a hash of the instructions).
+// sameProgram compares by name and tag (a hash of the instructions; it
+// does not cover which maps the program uses).
 func sameProgram(a *ebpf.ProgramInfo, b *ebpf.Program) bool {
 	bi, err := b.Info()
 	return err == nil && a.Name == bi.Name && a.Tag == bi.Tag
 }
 
+// usesTables says whether every xmacvlan table the program uses is one of
+// tables (by kernel map ID). Other maps (a section's global data) are
+// the program's own.
+func usesTables(pi *ebpf.ProgramInfo, tables map[ebpf.MapID]string) (bool, error) {
+	ids, ok := pi.MapIDs()
+	if !ok {
+		return false, fmt.Errorf("the kernel does not report the maps of program %s", pi.Name)
+	}
+	for _, id := range ids {
+		if _, ok := tables[id]; ok {
+			continue
+		}
+		name, err := mapName(id)
+		if err != nil {
+			return false, err
+		}
+		if strings.HasPrefix(name, "xmv_") {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func mapName(id ebpf.MapID) (string, error) {
+	m, err := ebpf.NewMapFromID(id)
+	if err != nil {
+		return "", fmt.Errorf("open map %d: %w", id, err)
+	}
+	defer m.Close()
+	info, err := m.Info()
+	if err != nil {
+		return "", err
+	}
+	return info.Name, nil
+}
+
 // upgradeLink swaps the program of the live link pinned at pin, atomically
-// (BPF_LINK_UPDATE: no moment without a program), if it differs or if
-// always is set. It reports whether it swapped; rollback swaps back.
-func upgradeLink(t *txn, pin string, l link.Link, prog *ebpf.Program, always bool) (bool, error) {
+// (BPF_LINK_UPDATE: no moment without a program), if it differs, if it
+// reads tables other than the run's, or with --replace. Rollback swaps
+// back.
+func (a *attachRun) upgradeLink(pin string, l link.Link, prog *ebpf.Program) error {
 	old, oldInfo, err := linkProgram(l)
 	if err != nil {
-		return false, fmt.Errorf("inspect %s: %w", pin, err)
+		return fmt.Errorf("inspect %s: %w", pin, err)
 	}
-	t.finally.push(func() { old.Close() })
-	if !always && sameProgram(oldInfo, prog) {
-		return false, nil
+	a.t.finally.push(func() { old.Close() })
+	current, err := usesTables(oldInfo, a.tables)
+	if err != nil {
+		return fmt.Errorf("inspect %s: %w", pin, err)
+	}
+	if !a.replace && current && sameProgram(oldInfo, prog) {
+		return nil
 	}
 	if err := l.Update(prog); err != nil {
-		return false, fmt.Errorf("replace program of %s: %w", pin, err)
+		return fmt.Errorf("replace program of %s: %w", pin, err)
 	}
-	t.rollback.push(func() {
+	a.t.rollback.push(func() {
 		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 			l.Update(old)
 			l.Close()
 		}
 	})
-	return true, nil
+	a.res.Upgraded = append(a.res.Upgraded, filepath.Base(pin))
+	if !current {
+		a.res.Notes = append(a.res.Notes, fmt.Sprintf("%s ran a program on tables that are not the pinned ones (a killed attach or a lost pin): replaced", filepath.Base(pin)))
+	}
+	return nil
+}
+
+// adoptTables pins again a table whose pin was lost while the parent's
+// programs run on it, so that its entries carry on: it takes the table
+// the parent's receive program uses (its tcx link, else its XDP link).
+func adoptTables(t *txn, dir string, ifindex int, res *AttachResult) error {
+	var missing []string
+	for _, name := range tables.Names() {
+		if !exists(filepath.Join(dir, name)) {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	for _, pin := range []string{state.PinRxTCLink, state.PinXDPLink} {
+		l, alive, err := pinnedLink(filepath.Join(dir, pin), ifindex)
+		if err != nil || !alive {
+			if l != nil {
+				l.Close()
+			}
+			continue
+		}
+		p, pi, err := linkProgram(l)
+		l.Close()
+		if err != nil {
+			continue
+		}
+		p.Close()
+		ids, _ := pi.MapIDs()
+		for _, id := range ids {
+			m, err := ebpf.NewMapFromID(id)
+			if err != nil {
+				continue
+			}
+			info, err := m.Info()
+			if err != nil || !slices.Contains(missing, info.Name) {
+				m.Close()
+				continue
+			}
+			pinPath := filepath.Join(dir, info.Name)
+			err = m.Pin(pinPath)
+			m.Close()
+			if err != nil {
+				return fmt.Errorf("pin table %s again: %w", info.Name, err)
+			}
+			t.rollback.push(func() { os.Remove(pinPath) })
+			res.Notes = append(res.Notes, fmt.Sprintf("table %s had lost its pin: pinned again the one %s runs on", info.Name, pin))
+			missing = slices.DeleteFunc(missing, func(n string) bool { return n == info.Name })
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+	}
+	return nil
 }
 
 // pinNewLink pins a link this run created; rollback detaches it.

@@ -3,9 +3,9 @@ package loader
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
+	"github.com/xmacvlan/xmacvlan/internal/state"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
@@ -16,33 +16,34 @@ type ParentSnapshot struct {
 }
 
 // Snapshots reads the counters of every parent attached under root, or of
-// the one named by only. It holds root's lock for the whole read, so every
-// parent is seen between two changes, never during one; each call opens
-// the pins afresh, so parents detached and attached again between calls
-// are simply read as they are now. A root that does not exist has no
-// parents; a directory without a live attach is skipped.
+// the one named by only. It reads under the root's shared lock, so it
+// waits for an attach or a detach but never for endpoint changes (an
+// endpoint added meanwhile may be counted or not); each call opens the
+// pins afresh, so parents detached and attached again between calls are
+// simply read as they are now. A root that does not exist has no parents;
+// a directory without a live attach is skipped.
 func Snapshots(root, only string) ([]ParentSnapshot, error) {
 	if only != "" {
-		if err := checkParentName(only); err != nil {
+		if err := state.CheckParentName(only); err != nil {
 			return nil, err
 		}
 	}
-	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
+	r, err := state.Open(root, state.Read)
+	if errors.Is(err, state.ErrNoRoot) {
 		return nil, notAttached(only)
 	}
-	lock, err := lockRoot(root)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock(lock)
-	parents, err := parentDirs(root, only)
+	defer r.Close()
+	parents, err := r.Parents(only)
 	if err != nil {
 		return nil, err
 	}
 	var out []ParentSnapshot
 	for _, parent := range parents {
-		dir := filepath.Join(root, parent)
-		if !exists(filepath.Join(dir, pinRxTCLink)) {
+		dir := r.ParentDir(parent)
+		if !exists(filepath.Join(dir, state.PinRxTCLink)) {
 			continue // a leftover directory, not an attached parent
 		}
 		tables, err := tables.OpenPinned(dir)

@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/xmacvlan/xmacvlan/internal/state"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
@@ -45,33 +46,27 @@ type LinkStatus struct {
 }
 
 // TableStatus is one table's fill level.
-type TableStatus struct {
-	Name    string `json:"name"`
-	Entries int    `json:"entries"`
-	Max     int    `json:"max"`
-}
-
-// tablesCounted are the tables whose fill level matters (the counters are
-// fixed-size arrays).
-var tablesCounted = []string{"xmv_networks", "xmv_macs", "xmv_endpoints", "xmv_redirect", "xmv_flood"}
+type TableStatus = tables.Fill
 
 // Status reports every parent attached under root, or only the one named.
+// It reads under the root's shared lock: it waits for an attach or a
+// detach, never for endpoint changes.
 func Status(root, only string) ([]ParentStatus, error) {
-	if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
+	r, err := state.Open(root, state.Read)
+	if errors.Is(err, state.ErrNoRoot) {
 		return nil, nil
 	}
-	lock, err := lockRoot(root)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock(lock)
-	parents, err := parentDirs(root, only)
+	defer r.Close()
+	parents, err := r.Parents(only)
 	if err != nil {
 		return nil, err
 	}
 	var out []ParentStatus
 	for _, parent := range parents {
-		out = append(out, parentStatus(filepath.Join(root, parent)))
+		out = append(out, parentStatus(r.ParentDir(parent)))
 	}
 	return out, nil
 }
@@ -94,18 +89,15 @@ func parentStatus(dir string) ParentStatus {
 		st.Promiscuity = l.Attrs().Promisc
 		st.UnicastMACs = unicastMACs(st.Ifindex)
 		st.XDPMode = xdpModeOf(l)
-		if st.XDPMode == "none" && exists(filepath.Join(dir, pinRxTCLink)) {
+		if st.XDPMode == "none" && exists(filepath.Join(dir, state.PinRxTCLink)) {
 			st.XDPMode = ModeGeneric // tcx alone: see attachXDP
 		}
 	}
-	for _, name := range tablesCounted {
-		m := tables.Maps()[name]
-		st.Tables = append(st.Tables, TableStatus{Name: name, Entries: countEntries(m), Max: int(m.MaxEntries())})
-	}
+	st.Tables = tables.Fills()
 
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "link_") {
+		if strings.HasPrefix(e.Name(), state.PinLinkPrefix) {
 			st.Links = append(st.Links, linkStatus(filepath.Join(dir, e.Name())))
 		}
 	}
@@ -145,17 +137,6 @@ func tcxDirection[T ~uint32](at T) string {
 		return "egress"
 	}
 	return "ingress"
-}
-
-// countEntries walks a hash table.
-func countEntries(m *ebpf.Map) int {
-	n := 0
-	key, val := make([]byte, m.KeySize()), make([]byte, m.ValueSize())
-	it := m.Iterate()
-	for it.Next(&key, &val) {
-		n++
-	}
-	return n
 }
 
 // unicastMACs counts the unicast addresses on the parent's filter list

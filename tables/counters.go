@@ -129,12 +129,12 @@ func (e EventKind) Explain() string {
 
 // EndpointTraffic reads the counters of the endpoint with counter slot id.
 func (t *Tables) EndpointTraffic(id int) (Traffic, error) {
-	return readTraffic(t.epStats, uint32(id))
+	return readTraffic(t.m.XmvEpStats, uint32(id))
 }
 
 // VLANTraffic reads a VLAN's counters.
 func (t *Tables) VLANTraffic(vlan uint16) (Traffic, error) {
-	return readTraffic(t.vlanStats, uint32(vlan))
+	return readTraffic(t.m.XmvVlanStats, uint32(vlan))
 }
 
 // Drops reads the drop counters, indexed by DropReason.
@@ -142,7 +142,7 @@ func (t *Tables) Drops() ([]Count, error) {
 	out := make([]Count, len(dropReasons))
 	for i := range out {
 		var perCPU []bpf.XmacvlanCount
-		if err := t.drops.Lookup(uint32(i), &perCPU); err != nil {
+		if err := t.m.XmvDrops.Lookup(uint32(i), &perCPU); err != nil {
 			return nil, fmt.Errorf("read drop counters: %w", err)
 		}
 		out[i] = sumCounts(perCPU)
@@ -155,7 +155,7 @@ func (t *Tables) Events() ([]Count, error) {
 	out := make([]Count, len(events))
 	for i := range out {
 		var perCPU []bpf.XmacvlanCount
-		if err := t.events.Lookup(uint32(i), &perCPU); err != nil {
+		if err := t.m.XmvEvents.Lookup(uint32(i), &perCPU); err != nil {
 			return nil, fmt.Errorf("read event counters: %w", err)
 		}
 		out[i] = sumCounts(perCPU)
@@ -193,7 +193,7 @@ func (t *Tables) zeroStats(id int) error {
 	if err != nil {
 		return err
 	}
-	if err := t.epStats.Update(uint32(id), make([]bpf.XmacvlanTraffic, cpus), 0); err != nil {
+	if err := t.m.XmvEpStats.Update(uint32(id), make([]bpf.XmacvlanTraffic, cpus), 0); err != nil {
 		return fmt.Errorf("reset counters of endpoint %d: %w", id, err)
 	}
 	return nil

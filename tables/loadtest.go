@@ -25,7 +25,7 @@ func (t *Tables) AddSyntheticMACs(first, count int, target Endpoint) error {
 	}
 	raw := target.raw()
 	for i := first; i < first+count; i++ {
-		err := t.macs.Update(macKey(target.VLAN, SyntheticMAC(i)), raw, ebpf.UpdateNoExist)
+		err := t.m.XmvMacs.Update(macKey(target.VLAN, SyntheticMAC(i)), raw, ebpf.UpdateNoExist)
 		if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 			return fullOr(err, "MAC")
 		}
@@ -37,7 +37,7 @@ func (t *Tables) AddSyntheticMACs(first, count int, target Endpoint) error {
 // Entries already gone are not an error.
 func (t *Tables) DeleteSyntheticMACs(vlan uint16, first, count int) error {
 	for i := first; i < first+count; i++ {
-		err := t.macs.Delete(macKey(vlan, SyntheticMAC(i)))
+		err := t.m.XmvMacs.Delete(macKey(vlan, SyntheticMAC(i)))
 		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete synthetic MAC %d: %w", i, err)
 		}

@@ -15,12 +15,18 @@ type Settings struct {
 	// RestoreRxVLAN records that attach turned the parent's rx-vlan
 	// offload off, so that detach turns it back on.
 	RestoreRxVLAN bool `json:"restore_rx_vlan"`
+	// Generic records that the parent was attached without XDP (tcx
+	// classifies), so that a re-attach keeps the mode it had.
+	Generic bool `json:"generic"`
+	// NetnsCookie is the network namespace the parent was attached in
+	// (SO_NETNS_COOKIE, linux 5.14: unique for the boot, never reused).
+	NetnsCookie uint64 `json:"netns_cookie"`
 }
 
 // Settings reads the parent's settings.
 func (t *Tables) Settings() (Settings, error) {
 	var raw bpf.XmacvlanSettings
-	if err := t.settings.Lookup(uint32(0), &raw); err != nil {
+	if err := t.m.XmvSettings.Lookup(uint32(0), &raw); err != nil {
 		return Settings{}, fmt.Errorf("read settings: %w", err)
 	}
 	return Settings{
@@ -28,12 +34,14 @@ func (t *Tables) Settings() (Settings, error) {
 		ParentMAC:     append(net.HardwareAddr(nil), raw.ParentMac[:]...),
 		Hairpin:       raw.Hairpin != 0,
 		RestoreRxVLAN: raw.RestoreRxvlan != 0,
+		Generic:       raw.Generic != 0,
+		NetnsCookie:   raw.NetnsCookie,
 	}, nil
 }
 
 // SetSettings replaces the parent's settings.
 func (t *Tables) SetSettings(s Settings) error {
-	raw := bpf.XmacvlanSettings{ParentIfindex: uint32(s.ParentIfindex)}
+	raw := bpf.XmacvlanSettings{ParentIfindex: uint32(s.ParentIfindex), NetnsCookie: s.NetnsCookie}
 	copy(raw.ParentMac[:], s.ParentMAC)
 	if s.Hairpin {
 		raw.Hairpin = 1
@@ -41,7 +49,10 @@ func (t *Tables) SetSettings(s Settings) error {
 	if s.RestoreRxVLAN {
 		raw.RestoreRxvlan = 1
 	}
-	if err := t.settings.Update(uint32(0), raw, 0); err != nil {
+	if s.Generic {
+		raw.Generic = 1
+	}
+	if err := t.m.XmvSettings.Update(uint32(0), raw, 0); err != nil {
 		return fmt.Errorf("write settings: %w", err)
 	}
 	return nil

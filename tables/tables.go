@@ -141,7 +141,7 @@ func (t *Tables) AddNetwork(n Network) error {
 	if len(n.Name) > MaxNameLen {
 		return fmt.Errorf("network name %q is longer than %d bytes", n.Name, MaxNameLen)
 	}
-	err := t.networks.Update(n.VLAN, n.raw(), ebpf.UpdateNoExist)
+	err := t.m.XmvNetworks.Update(n.VLAN, n.raw(), ebpf.UpdateNoExist)
 	switch {
 	case errors.Is(err, ebpf.ErrKeyExist):
 		return fmt.Errorf("VLAN %d already has a network", n.VLAN)
@@ -154,7 +154,7 @@ func (t *Tables) AddNetwork(n Network) error {
 // Network returns the entry for vlan; ok is false if there is none.
 func (t *Tables) Network(vlan uint16) (n Network, ok bool, err error) {
 	var raw bpf.XmacvlanNetwork
-	err = t.networks.Lookup(vlan, &raw)
+	err = t.m.XmvNetworks.Lookup(vlan, &raw)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return Network{}, false, nil
 	}
@@ -191,7 +191,7 @@ func (t *Tables) Networks() ([]Network, error) {
 		raw  bpf.XmacvlanNetwork
 		out  []Network
 	)
-	it := t.networks.Iterate()
+	it := t.m.XmvNetworks.Iterate()
 	for it.Next(&vlan, &raw) {
 		out = append(out, networkFromRaw(vlan, raw))
 	}
@@ -213,7 +213,7 @@ func (t *Tables) DeleteNetwork(vlan uint16) error {
 	case n.Members > 0:
 		return fmt.Errorf("VLAN %d still has %d endpoints", vlan, n.Members)
 	}
-	return t.networks.Delete(vlan)
+	return t.m.XmvNetworks.Delete(vlan)
 }
 
 // AddEndpoint registers ep and returns it with its counter slot assigned.
@@ -262,26 +262,26 @@ func (t *Tables) AddEndpoint(ep Endpoint) (Endpoint, error) {
 	if err := t.zeroStats(ep.ID); err != nil {
 		return fail(err)
 	}
-	if err := t.epInfo.Update(uint32(ep.Ifindex), ep.info(), ebpf.UpdateAny); err != nil {
+	if err := t.m.XmvEpInfo.Update(uint32(ep.Ifindex), ep.info(), ebpf.UpdateAny); err != nil {
 		return fail(fullOr(err, "endpoint info"))
 	}
-	undo = append(undo, func() { t.epInfo.Delete(uint32(ep.Ifindex)) })
+	undo = append(undo, func() { t.m.XmvEpInfo.Delete(uint32(ep.Ifindex)) })
 	raw := ep.raw()
-	if err := t.endpoints.Update(uint32(ep.Ifindex), raw, ebpf.UpdateNoExist); err != nil {
+	if err := t.m.XmvEndpoints.Update(uint32(ep.Ifindex), raw, ebpf.UpdateNoExist); err != nil {
 		return fail(fullOr(err, "endpoints"))
 	}
-	undo = append(undo, func() { t.endpoints.Delete(uint32(ep.Ifindex)) })
+	undo = append(undo, func() { t.m.XmvEndpoints.Delete(uint32(ep.Ifindex)) })
 	if ep.XDPDelivery {
-		if err := t.redirect.Update(uint32(ep.Ifindex), uint32(ep.Ifindex), ebpf.UpdateAny); err != nil {
+		if err := t.m.XmvRedirect.Update(uint32(ep.Ifindex), uint32(ep.Ifindex), ebpf.UpdateAny); err != nil {
 			return fail(fullOr(err, "redirect"))
 		}
-		undo = append(undo, func() { t.redirect.Delete(uint32(ep.Ifindex)) })
+		undo = append(undo, func() { t.m.XmvRedirect.Delete(uint32(ep.Ifindex)) })
 	}
 	if err := t.floodAdd(ep.VLAN, raw); err != nil {
 		return fail(err)
 	}
 	undo = append(undo, func() { t.floodRemove(ep.VLAN, uint32(ep.Ifindex)) })
-	if err := t.macs.Update(macKey(ep.VLAN, ep.MAC), raw, ebpf.UpdateNoExist); err != nil {
+	if err := t.m.XmvMacs.Update(macKey(ep.VLAN, ep.MAC), raw, ebpf.UpdateNoExist); err != nil {
 		return fail(fullOr(err, "MAC"))
 	}
 	return ep, nil
@@ -294,19 +294,19 @@ func (t *Tables) DeleteEndpoint(ifindex int) error {
 	if err != nil || !ok {
 		return err
 	}
-	if err := t.macs.Delete(macKey(ep.VLAN, ep.MAC)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := t.m.XmvMacs.Delete(macKey(ep.VLAN, ep.MAC)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete MAC entry: %w", err)
 	}
 	if err := t.floodRemove(ep.VLAN, uint32(ifindex)); err != nil {
 		return err
 	}
-	if err := t.redirect.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := t.m.XmvRedirect.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete redirect entry: %w", err)
 	}
-	if err := t.endpoints.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := t.m.XmvEndpoints.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete endpoint entry: %w", err)
 	}
-	if err := t.epInfo.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := t.m.XmvEpInfo.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete endpoint info: %w", err)
 	}
 	return nil
@@ -315,7 +315,7 @@ func (t *Tables) DeleteEndpoint(ifindex int) error {
 // Endpoint looks up an endpoint by its outer ifindex.
 func (t *Tables) Endpoint(ifindex int) (Endpoint, bool, error) {
 	var raw bpf.XmacvlanEndpoint
-	err := t.endpoints.Lookup(uint32(ifindex), &raw)
+	err := t.m.XmvEndpoints.Lookup(uint32(ifindex), &raw)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return Endpoint{}, false, nil
 	}
@@ -329,7 +329,7 @@ func (t *Tables) Endpoint(ifindex int) (Endpoint, bool, error) {
 // registered without it).
 func (t *Tables) withInfo(ep Endpoint) Endpoint {
 	var info bpf.XmacvlanEndpointInfo
-	if t.epInfo.Lookup(uint32(ep.Ifindex), &info) == nil {
+	if t.m.XmvEpInfo.Lookup(uint32(ep.Ifindex), &info) == nil {
 		ep.NetnsIno = info.NetnsIno
 		ep.Netns = getString(info.Netns[:])
 		ep.Ifname = getString(info.Ifname[:])
@@ -348,7 +348,7 @@ func (ep Endpoint) info() bpf.XmacvlanEndpointInfo {
 // EndpointByMAC looks up the MAC table.
 func (t *Tables) EndpointByMAC(vlan uint16, mac net.HardwareAddr) (Endpoint, bool, error) {
 	var raw bpf.XmacvlanEndpoint
-	err := t.macs.Lookup(macKey(vlan, mac), &raw)
+	err := t.m.XmvMacs.Lookup(macKey(vlan, mac), &raw)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return Endpoint{}, false, nil
 	}
@@ -365,7 +365,7 @@ func (t *Tables) Endpoints() ([]Endpoint, error) {
 		raw bpf.XmacvlanEndpoint
 		out []Endpoint
 	)
-	it := t.endpoints.Iterate()
+	it := t.m.XmvEndpoints.Iterate()
 	for it.Next(&key, &raw) {
 		out = append(out, t.withInfo(endpointFromRaw(raw)))
 	}
@@ -389,7 +389,7 @@ func (t *Tables) freeID() (int, error) {
 	vals := make([]bpf.XmacvlanEndpoint, MaxEndpoints)
 	var cursor ebpf.MapBatchCursor
 	for {
-		n, err := t.endpoints.BatchLookup(&cursor, keys, vals, nil)
+		n, err := t.m.XmvEndpoints.BatchLookup(&cursor, keys, vals, nil)
 		for _, ep := range vals[:n] {
 			used[ep.Id] = true
 		}
@@ -416,7 +416,7 @@ func (t *Tables) floodAdd(vlan uint16, ep bpf.XmacvlanEndpoint) error {
 		return err
 	}
 	key := bpf.XmacvlanFloodKey{Vlan: vlan, Idx: uint16(n.Members)}
-	if err := t.flood.Update(key, ep, ebpf.UpdateAny); err != nil {
+	if err := t.m.XmvFlood.Update(key, ep, ebpf.UpdateAny); err != nil {
 		return fullOr(err, "flood")
 	}
 	return t.setMembers(vlan, n.Members+1)
@@ -433,7 +433,7 @@ func (t *Tables) floodRemove(vlan uint16, ifindex uint32) error {
 	for i := 0; i < n.Members; i++ {
 		key := bpf.XmacvlanFloodKey{Vlan: vlan, Idx: uint16(i)}
 		var m bpf.XmacvlanEndpoint
-		if err := t.flood.Lookup(key, &m); err != nil || m.Ifindex != ifindex {
+		if err := t.m.XmvFlood.Lookup(key, &m); err != nil || m.Ifindex != ifindex {
 			continue
 		}
 		if err := t.setMembers(vlan, n.Members-1); err != nil {
@@ -441,25 +441,25 @@ func (t *Tables) floodRemove(vlan uint16, ifindex uint32) error {
 		}
 		if key != last {
 			var moved bpf.XmacvlanEndpoint
-			if err := t.flood.Lookup(last, &moved); err != nil {
+			if err := t.m.XmvFlood.Lookup(last, &moved); err != nil {
 				return fmt.Errorf("flood list of VLAN %d: %w", vlan, err)
 			}
-			if err := t.flood.Update(key, moved, ebpf.UpdateExist); err != nil {
+			if err := t.m.XmvFlood.Update(key, moved, ebpf.UpdateExist); err != nil {
 				return fmt.Errorf("flood list of VLAN %d: %w", vlan, err)
 			}
 		}
-		return t.flood.Delete(last)
+		return t.m.XmvFlood.Delete(last)
 	}
 	return nil
 }
 
 func (t *Tables) setMembers(vlan uint16, members int) error {
 	var raw bpf.XmacvlanNetwork
-	if err := t.networks.Lookup(vlan, &raw); err != nil {
+	if err := t.m.XmvNetworks.Lookup(vlan, &raw); err != nil {
 		return fmt.Errorf("network %d: %w", vlan, err)
 	}
 	raw.Members = uint32(members)
-	return t.networks.Update(vlan, raw, ebpf.UpdateExist)
+	return t.m.XmvNetworks.Update(vlan, raw, ebpf.UpdateExist)
 }
 
 // fullOr turns the kernel's "no room" into ErrFull.

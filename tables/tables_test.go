@@ -6,8 +6,6 @@ import (
 	"net"
 	"testing"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/xmacvlan/xmacvlan/bpf"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 )
@@ -28,23 +26,12 @@ func TestEveryReasonAndEventDescribed(t *testing.T) {
 // newTables loads the datapath's maps, unpinned, for one test.
 func newTables(t *testing.T) *Tables {
 	testutil.Privileged(t)
-	spec, err := bpf.LoadXmacvlan()
-	if err != nil {
+	var m bpf.XmacvlanMaps
+	if err := bpf.LoadXmacvlanObjects(&m, nil); err != nil {
 		t.Fatal(err)
 	}
-	m := map[string]*ebpf.Map{}
-	for _, name := range Names() {
-		mm, err := ebpf.NewMap(spec.Maps[name])
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		t.Cleanup(func() { mm.Close() })
-		m[name] = mm
-	}
-	tb, err := New(m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tb := New(&m)
+	t.Cleanup(tb.Close)
 	return tb
 }
 
@@ -153,7 +140,7 @@ func TestFloodListStaysExact(t *testing.T) {
 		seen := map[int]bool{}
 		for idx := 0; idx < n.Members; idx++ {
 			var ep bpf.XmacvlanEndpoint
-			if err := tb.flood.Lookup(bpf.XmacvlanFloodKey{Vlan: 7, Idx: uint16(idx)}, &ep); err != nil {
+			if err := tb.m.XmvFlood.Lookup(bpf.XmacvlanFloodKey{Vlan: 7, Idx: uint16(idx)}, &ep); err != nil {
 				t.Fatalf("step %d: slot %d: %v", step, idx, err)
 			}
 			seen[int(ep.Ifindex)-1000] = true
@@ -167,7 +154,7 @@ func TestFloodListStaysExact(t *testing.T) {
 			}
 		}
 		var ep bpf.XmacvlanEndpoint
-		if tb.flood.Lookup(bpf.XmacvlanFloodKey{Vlan: 7, Idx: uint16(n.Members)}, &ep) == nil {
+		if tb.m.XmvFlood.Lookup(bpf.XmacvlanFloodKey{Vlan: 7, Idx: uint16(n.Members)}, &ep) == nil {
 			t.Fatalf("step %d: stale slot past the end", step)
 		}
 	}

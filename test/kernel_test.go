@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/xmacvlan/xmacvlan/bpf"
@@ -33,18 +32,14 @@ func TestGenericXDPHidesMACFromTCX(t *testing.T) {
 		t.Fatalf("generic mode (tcx alone): %v", err)
 	}
 
-	ps, err := loadSpecWithPinnedMaps(filepath.Join(h.root, h.parent))
+	dp, err := loader.LoadPinned(filepath.Join(h.root, h.parent))
 	if err != nil {
 		t.Fatal(err)
 	}
-	coll, err := ebpf.NewCollectionWithOptions(ps.spec, ebpf.CollectionOptions{MapReplacements: ps.maps})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer coll.Close()
+	defer dp.Close()
 	var xdp link.Link
 	err = h.ns.Do(func() (err error) {
-		xdp, err = link.AttachXDP(link.XDPOptions{Program: coll.Programs[bpf.XmacvlanProgXmvRxXdp],
+		xdp, err = link.AttachXDP(link.XDPOptions{Program: dp.Programs.XmvRxXdp,
 			Interface: mustLink(t, h.ns, h.parent).Attrs().Index, Flags: link.XDPGenericMode})
 		return err
 	})

@@ -9,10 +9,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
-	"github.com/xmacvlan/xmacvlan/bpf"
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
@@ -122,21 +120,17 @@ func TestReattachKeepsEntriesAndTraffic(t *testing.T) {
 func swapXDPProgram(t *testing.T, h *host) {
 	t.Helper()
 	dir := filepath.Join(h.root, h.parent)
-	spec, err := loadSpecWithPinnedMaps(dir)
+	dp, err := loader.LoadPinned(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec.spec, ebpf.CollectionOptions{MapReplacements: spec.maps})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer coll.Close()
+	defer dp.Close()
 	lk, err := link.LoadPinnedLink(filepath.Join(dir, "link_rx_xdp"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lk.Close()
-	if err := lk.Update(coll.Programs["xmv_rx_xdp"]); err != nil {
+	if err := lk.Update(dp.Programs.XmvRxXdp); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -289,30 +283,6 @@ func TestAttachBadInput(t *testing.T) {
 	if x := mustLink(t, h.ns, h.parent).Attrs().Xdp; x != nil && x.Attached {
 		t.Error("a failed command left an XDP program")
 	}
-}
-
-type pinnedSpec struct {
-	spec *ebpf.CollectionSpec
-	maps map[string]*ebpf.Map
-}
-
-// loadSpecWithPinnedMaps prepares this build's datapath to load against a
-// parent's pinned tables (the plain receive program only).
-func loadSpecWithPinnedMaps(dir string) (*pinnedSpec, error) {
-	spec, err := bpf.LoadXmacvlan()
-	if err != nil {
-		return nil, err
-	}
-	delete(spec.Programs, bpf.XmacvlanProgXmvRxXdpMeta)
-	ps := &pinnedSpec{spec: spec, maps: map[string]*ebpf.Map{}}
-	for _, name := range tables.Names() {
-		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
-		if err != nil {
-			return nil, err
-		}
-		ps.maps[name] = m
-	}
-	return ps, nil
 }
 
 // The README's "run the main job" command: the demo builds the tutorial's

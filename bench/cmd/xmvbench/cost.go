@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/xmacvlan/xmacvlan/bpf"
+	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
@@ -84,7 +85,7 @@ func costCases() []costCase {
 // endpoints are real veths (the redirect map takes only live devices).
 type costFixture struct {
 	ns      *ns
-	coll    *ebpf.Collection
+	dp      *loader.Datapath
 	tables  *tables.Tables
 	ifindex map[string]int
 }
@@ -116,19 +117,10 @@ func (b *bench) newCostFixture() (f *costFixture, err error) {
 			f.ifindex[name] = l.Attrs().Index
 		}
 	}
-	spec, err := bpf.LoadXmacvlan()
-	if err != nil {
+	if f.dp, err = loader.Load(); err != nil {
 		return nil, err
 	}
-	// The device-bound variant loads only against a device; it shares
-	// its code with xmv_rx_xdp, which is what runs here.
-	delete(spec.Programs, bpf.XmacvlanProgXmvRxXdpMeta)
-	if f.coll, err = ebpf.NewCollection(spec); err != nil {
-		return nil, fmt.Errorf("load the datapath: %w", err)
-	}
-	if f.tables, err = tables.New(f.coll.Maps); err != nil {
-		return nil, err
-	}
+	f.tables = f.dp.Tables
 	for _, net := range []tables.Network{{Name: "lan", VLAN: 0}, {Name: "v10", VLAN: taggedVLAN}} {
 		if err := f.tables.AddNetwork(net); err != nil {
 			return nil, err
@@ -140,8 +132,8 @@ func (b *bench) newCostFixture() (f *costFixture, err error) {
 }
 
 func (f *costFixture) close() {
-	if f.coll != nil {
-		f.coll.Close()
+	if f.dp != nil {
+		f.dp.Close()
 	}
 	f.ns.close()
 }
@@ -197,7 +189,11 @@ func (b *bench) costCase(f *costFixture, c costCase, size int) error {
 	}
 	defer f.tables.DeleteSyntheticMACs(eps[0].VLAN, 0, synthetic)
 
-	prog := f.coll.Programs[c.prog]
+	prog := map[string]*ebpf.Program{
+		bpf.XmacvlanProgXmvRxXdp: f.dp.Programs.XmvRxXdp,
+		bpf.XmacvlanProgXmvRxTc:  f.dp.Programs.XmvRxTc,
+		bpf.XmacvlanProgXmvEpTx:  f.dp.Programs.XmvEpTx,
+	}[c.prog]
 	empty := b.gen.objs.XbEmptyTc
 	src := b.lab.wireMAC
 	var ctx []byte
