@@ -107,7 +107,7 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 		t.rollback.push(func() { os.Remove(dir) })
 		res.New = true
 	}
-	if err := adoptTables(&t, dir, ifindex, res); err != nil {
+	if err := adoptTables(&t, dir, res); err != nil {
 		return nil, err
 	}
 	d, err := loadReusing(dir)

@@ -149,9 +149,9 @@ func (a *attachRun) upgradeLink(pin string, l link.Link, prog *ebpf.Program) err
 }
 
 // adoptTables pins again a table whose pin was lost while the parent's
-// programs run on it, so that its entries carry on: it takes the table
-// the parent's receive program uses (its tcx link, else its XDP link).
-func adoptTables(t *txn, dir string, ifindex int, res *AttachResult) error {
+// programs run on it, so that its entries carry on: it takes the table a
+// program behind a live link pinned in dir uses (receive links first).
+func adoptTables(t *txn, dir string, res *AttachResult) error {
 	var missing []string
 	for _, name := range tables.Names() {
 		if !exists(filepath.Join(dir, name)) {
@@ -161,21 +161,15 @@ func adoptTables(t *txn, dir string, ifindex int, res *AttachResult) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	for _, pin := range []string{state.PinRxTCLink, state.PinXDPLink} {
-		l, alive, err := pinnedLink(filepath.Join(dir, pin), ifindex)
-		if err != nil || !alive {
-			if l != nil {
-				l.Close()
-			}
-			continue
+	pins := []string{state.PinRxTCLink, state.PinXDPLink, state.PinHostTxLink}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if _, ok := state.EndpointLinkIfindex(e.Name()); ok {
+			pins = append(pins, e.Name())
 		}
-		p, pi, err := linkProgram(l)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		p.Close()
-		ids, _ := pi.MapIDs()
+	}
+	for _, pin := range pins {
+		ids := liveLinkMaps(filepath.Join(dir, pin))
 		for _, id := range ids {
 			m, err := ebpf.NewMapFromID(id)
 			if err != nil {
@@ -201,6 +195,33 @@ func adoptTables(t *txn, dir string, ifindex int, res *AttachResult) error {
 		}
 	}
 	return nil
+}
+
+// liveLinkMaps lists the maps of the program behind the link pinned at
+// pin, if the link still drives a device.
+func liveLinkMaps(pin string) []ebpf.MapID {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		return nil
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return nil
+	}
+	switch {
+	case info.XDP() != nil && info.XDP().Ifindex != 0:
+	case info.TCX() != nil && info.TCX().Ifindex != 0:
+	default:
+		return nil
+	}
+	p, pi, err := linkProgram(l)
+	if err != nil {
+		return nil
+	}
+	p.Close()
+	ids, _ := pi.MapIDs()
+	return ids
 }
 
 // pinNewLink pins a link this run created; rollback detaches it.

@@ -120,20 +120,18 @@ func checkOneDatapath(root *state.Root, parent string, ifindex int) error {
 }
 
 // ownerOf says where the tables of a program are pinned: the root and the
-// parent name it was attached under. It searches the bpf filesystem.
+// parent name it was attached under. It searches the bpf filesystem for a
+// pin of one of the program's xmacvlan tables.
 func ownerOf(pi *ebpf.ProgramInfo, root *state.Root) string {
 	ids, _ := pi.MapIDs()
-	var settings ebpf.MapID
+	mine := map[string]ebpf.MapID{}
 	for _, id := range ids {
-		if name, err := mapName(id); err == nil && name == tables.SettingsName {
-			settings = id
+		if name, err := mapName(id); err == nil && strings.HasPrefix(name, "xmv_") {
+			mine[name] = id
 		}
 	}
-	if settings == 0 {
-		return "whose tables are pinned nowhere"
-	}
 	var found string
-	base := "/sys/fs/bpf"
+	const base = "/sys/fs/bpf"
 	filepath.WalkDir(base, func(path string, e fs.DirEntry, err error) error {
 		if found != "" {
 			return fs.SkipAll
@@ -144,7 +142,8 @@ func ownerOf(pi *ebpf.ProgramInfo, root *state.Root) string {
 		if e.IsDir() && strings.Count(strings.TrimPrefix(path, base), "/") > 4 {
 			return fs.SkipDir
 		}
-		if e.Name() != tables.SettingsName {
+		want, ok := mine[e.Name()]
+		if !ok || e.IsDir() {
 			return nil
 		}
 		m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
@@ -153,7 +152,7 @@ func ownerOf(pi *ebpf.ProgramInfo, root *state.Root) string {
 		}
 		defer m.Close()
 		if info, err := m.Info(); err == nil {
-			if id, _ := info.ID(); id == settings {
+			if id, _ := info.ID(); id == want {
 				found = filepath.Dir(path)
 			}
 		}

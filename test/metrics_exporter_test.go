@@ -350,14 +350,17 @@ func exporter1000(t testing.TB) (*host, http.Handler) {
 	}
 	var ifindexes []int
 	t.Cleanup(func() {
-		hd, err := loader.Open(h.root, h.parent)
-		if err != nil {
-			return
-		}
-		defer hd.Close()
-		for _, i := range ifindexes {
-			hd.Tables.DeleteEndpoint(i)
-		}
+		h.ns.Do(func() error {
+			hd, err := loader.Open(h.root, h.parent)
+			if err != nil {
+				return err
+			}
+			defer hd.Close()
+			for _, i := range ifindexes {
+				hd.Tables.DeleteEndpoint(i)
+			}
+			return nil
+		})
 	})
 	h.tables(func(tb *tables.Tables) error {
 		for i := range endpoints {

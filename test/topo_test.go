@@ -150,12 +150,15 @@ func (h *host) tryAttach(opts loader.AttachOptions) (res *loader.AttachResult, e
 func (h *host) tables(f func(*tables.Tables) error) {
 	t := h.lab.t
 	t.Helper()
-	hd, err := loader.Open(h.root, h.parent)
+	err := h.ns.Do(func() error {
+		hd, err := loader.Open(h.root, h.parent)
+		if err != nil {
+			return err
+		}
+		defer hd.Close()
+		return f(hd.Tables)
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer hd.Close()
-	if err := f(hd.Tables); err != nil {
 		t.Fatal(err)
 	}
 }

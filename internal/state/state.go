@@ -83,15 +83,16 @@ type Root struct {
 // returns ErrNoRoot. After LockTimeout it gives up with an error naming
 // the command that holds the lock.
 func Open(dir string, access Access) (*Root, error) {
-	if err := checkBPFFS(dir); err != nil {
-		return nil, err
-	}
-	r := &Root{Dir: dir, Access: access}
 	if access == Read {
 		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s: %w", dir, ErrNoRoot)
 		}
-	} else {
+	}
+	if err := checkBPFFS(dir); err != nil {
+		return nil, err
+	}
+	r := &Root{Dir: dir, Access: access}
+	if access != Read {
 		if err := os.MkdirAll(filepath.Join(dir, WriterLockDir), 0o700); err != nil {
 			return nil, fmt.Errorf("create state root: %w", err)
 		}

@@ -91,7 +91,7 @@ func TestReadOfMissingRoot(t *testing.T) {
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Error("a read created the root")
 	}
-	if _, err := Open("/tmp", Read); err == nil || !strings.Contains(err.Error(), "not on a bpf filesystem") {
+	if _, err := Open("/tmp", Change); err == nil || !strings.Contains(err.Error(), "not on a bpf filesystem") {
 		t.Errorf("root on tmpfs: %v", err)
 	}
 }
