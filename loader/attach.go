@@ -195,9 +195,9 @@ func attachXDP(t *txn, dir string, parent netlink.Link, mode XDPMode, replace bo
 			return fmt.Errorf("%s is attached in native mode; detach it first to change to generic", parent.Attrs().Name)
 		}
 		prog, name, note := d.xdpProgram(t, ifindex)
-	if note != "" {
-		res.Notes = append(res.Notes, note)
-	}
+		if note != "" {
+			res.Notes = append(res.Notes, note)
+		}
 		res.XDPMode, res.Program = ModeNative, name
 		changed, err := upgradeLink(t, pin, l, prog, replace)
 		if changed {
