@@ -1,11 +1,15 @@
 package loader
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/vishvananda/netlink"
 
+	"github.com/xmacvlan/xmacvlan/bpf"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 )
 
@@ -87,5 +91,40 @@ func TestDevBoundVariantStaysInItsPages(t *testing.T) {
 	}
 	if progHeaderBytes+real.Translated*insnBytes > real.allocatedBytes() {
 		t.Errorf("the bound program outgrew its pages: %s", real)
+	}
+}
+
+// TestDevBoundGuardFallsBack makes the estimate too big (the plain
+// program's spec is cut to one instruction, so the verifier's growth reads
+// as hundreds of instructions): nothing is bound, the plain program is
+// picked, and the note says why. No device-bound program is created.
+func TestDevBoundGuardFallsBack(t *testing.T) {
+	testutil.Privileged(t)
+	d, err := loadDatapath(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	plain := d.spec.Programs[bpf.XmacvlanProgXmvRxXdp].Copy()
+	plain.Instructions = asm.Instructions{asm.Return()}
+	d.spec.Programs[bpf.XmacvlanProgXmvRxXdp] = plain
+	if est, _ := d.devBoundFootprint(); est.fits() {
+		t.Fatalf("the doctored estimate fits: %s", est)
+	}
+
+	if p, err := d.loadDevBoundXDP(1); !errors.Is(err, errDevBoundTooBig) {
+		if p != nil {
+			p.Close()
+		}
+		t.Fatalf("loadDevBoundXDP: %v, want %v", err, errDevBoundTooBig)
+	}
+	var tx txn
+	defer tx.end(false)
+	p, name, note := d.xdpProgram(&tx, 1)
+	if name != bpf.XmacvlanProgXmvRxXdp || p != d.program(bpf.XmacvlanProgXmvRxXdp) {
+		t.Errorf("picked %s, want %s", name, bpf.XmacvlanProgXmvRxXdp)
+	}
+	if !strings.Contains(note, "outgrow its first allocation") || !strings.Contains(note, bpf.XmacvlanProgXmvRxXdp+" runs instead") {
+		t.Errorf("note %q does not say the variant was refused and what runs instead", note)
 	}
 }
