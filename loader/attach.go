@@ -194,7 +194,10 @@ func attachXDP(t *txn, dir string, parent netlink.Link, mode XDPMode, replace bo
 		if mode == ModeGeneric {
 			return fmt.Errorf("%s is attached in native mode; detach it first to change to generic", parent.Attrs().Name)
 		}
-		prog, name := d.xdpProgram(t, ifindex)
+		prog, name, note := d.xdpProgram(t, ifindex)
+		if note != "" {
+			res.Notes = append(res.Notes, note)
+		}
 		res.XDPMode, res.Program = ModeNative, name
 		changed, err := upgradeLink(t, pin, l, prog, replace)
 		if changed {
@@ -217,7 +220,10 @@ func attachXDP(t *txn, dir string, parent netlink.Link, mode XDPMode, replace bo
 		return nil
 	}
 
-	prog, name := d.xdpProgram(t, ifindex)
+	prog, name, note := d.xdpProgram(t, ifindex)
+	if note != "" {
+		res.Notes = append(res.Notes, note)
+	}
 	nl, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPDriverMode})
 	if err != nil && name != bpf.XmacvlanProgXmvRxXdp {
 		// The driver refused the device-bound variant: try the plain one.
@@ -237,13 +243,20 @@ func attachXDP(t *txn, dir string, parent netlink.Link, mode XDPMode, replace bo
 }
 
 // xdpProgram picks the receive program: the device-bound variant where the
-// driver loads it, else the plain one.
-func (d *datapath) xdpProgram(t *txn, ifindex int) (*ebpf.Program, string) {
-	if p, err := d.loadDevBoundXDP(ifindex); err == nil {
+// driver loads it, else the plain one. The note says why the variant was
+// not bound when the size guard (devbound.go) refused it.
+func (d *datapath) xdpProgram(t *txn, ifindex int) (*ebpf.Program, string, string) {
+	p, err := d.loadDevBoundXDP(ifindex)
+	if err == nil {
 		t.finally.push(func() { p.Close() })
-		return p, bpf.XmacvlanProgXmvRxXdpMeta
+		return p, bpf.XmacvlanProgXmvRxXdpMeta, ""
 	}
-	return d.program(bpf.XmacvlanProgXmvRxXdp), bpf.XmacvlanProgXmvRxXdp
+	var note string
+	if errors.Is(err, errDevBoundTooBig) {
+		note = fmt.Sprintf("%v: %s not bound to the device, %s runs instead",
+			err, bpf.XmacvlanProgXmvRxXdpMeta, bpf.XmacvlanProgXmvRxXdp)
+	}
+	return d.program(bpf.XmacvlanProgXmvRxXdp), bpf.XmacvlanProgXmvRxXdp, note
 }
 
 // xdpModeOf reads the mode the kernel reports for the parent's XDP program.

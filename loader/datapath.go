@@ -69,6 +69,9 @@ func loadDatapath(dir string) (*datapath, error) {
 // loadDevBoundXDP loads the receive program bound to the parent, so that
 // it can read a VLAN tag the driver stripped (bpf_xdp_metadata_rx_vlan_tag).
 func (d *datapath) loadDevBoundXDP(ifindex int) (*ebpf.Program, error) {
+	if err := d.devBoundFits(); err != nil {
+		return nil, err
+	}
 	ps := d.metaXDP.Copy()
 	ps.Ifindex = uint32(ifindex)
 	ps.Flags |= bpfFXDPDevBoundOnly
