@@ -242,12 +242,13 @@ func CheckEndpoint(s Spec, n tables.Network, p Parent) error {
 	if gw == nil {
 		return nil
 	}
-	whose := "gateway"
+	whose, is := "gateway", "the gateway"
 	if !given {
 		whose = fmt.Sprintf("network %s's gateway", n.Name)
+		is = whose
 	}
 	if gw.Equal(s.IP.IP) {
-		return fmt.Errorf("IP %s is %s; only a host endpoint (--host) may take it", s.IP.IP, whose)
+		return fmt.Errorf("IP %s is %s; only a host endpoint (--host) may take the gateway's address", s.IP.IP, is)
 	}
 	if !own.Contains(gw) {
 		return fmt.Errorf("%s %s is not on %s", whose, gw, s.IP)
@@ -270,7 +271,7 @@ func CheckUnique(s Spec, n tables.Network, netnsIno uint64, existing []tables.En
 		case s.IP != nil && ep.IP != nil && ep.IP.IP.Equal(s.IP.IP):
 			return fmt.Errorf("address %s already used on network %s by %s", s.IP.IP, n.Name, Describe(ep))
 		case netnsIno != 0 && ep.NetnsIno == netnsIno && ep.Ifname == s.Name:
-			return fmt.Errorf("%s %s is already an endpoint on network %s (%s)", s.Name, nsName(s), n.Name, details(ep))
+			return fmt.Errorf("%s %s is already an endpoint on network %s (%s)", s.Name, inNS(s), n.Name, details(ep))
 		}
 	}
 	return nil
@@ -317,6 +318,15 @@ func details(ep tables.Endpoint) string {
 	return fmt.Sprintf("MAC %s, %s", ep.MAC, outer)
 }
 
+// inNS is where the spec's inner end goes: "in netns c1" or "on the host".
+func inNS(s Spec) string {
+	if s.Host {
+		return "on the host"
+	}
+	return "in netns " + s.Netns
+}
+
+// nsName is the spec's namespace: "netns c1" or "the host".
 func nsName(s Spec) string {
 	if s.Host {
 		return "the host"
