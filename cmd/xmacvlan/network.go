@@ -67,7 +67,7 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 	var parent, vlan, mode, subnet, gateway string
 	var mtu int
 	cmd := &cobra.Command{
-		Use:   "create NAME --parent IFACE [--vlan 1-4094]",
+		Use:   "create NAME --parent IFACE [--vlan 0-4094]",
 		Short: "Create a network: the untagged segment of a parent, or one VLAN on it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -106,7 +106,7 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&parent, "parent", "", "attached parent interface")
-	f.StringVar(&vlan, "vlan", "", "802.1Q VLAN 1-4094 (default: the untagged segment)")
+	f.StringVar(&vlan, "vlan", "", "802.1Q VLAN 1-4094; 0 or none: the untagged segment")
 	f.StringVar(&mode, "mode", "bridge", "bridge, private or vepa")
 	f.StringVar(&subnet, "subnet", "", "the network's subnet, e.g. 172.16.10.0/24")
 	f.StringVar(&gateway, "gateway", "", "default gateway for endpoints, inside --subnet")
