@@ -246,6 +246,9 @@ func createVeth(outer string, s Spec, tg *target) error {
 		}
 		return fmt.Errorf("create veth %s/%s: %w", outer, s.Name, err)
 	}
+	if err := failpoint("in-veth"); err != nil {
+		return err
+	}
 	link, err := netlink.LinkByName(outer)
 	if err != nil {
 		return err

@@ -298,6 +298,11 @@ func TestIPv4OnlyMTU1000(t *testing.T) {
 	if addrs, _ := a.NL.AddrList(mustLink(t, a, "eth0"), netlink.FAMILY_V6); len(addrs) != 0 {
 		t.Errorf("IPv6 addresses on an MTU 1000 endpoint: %v", addrs)
 	}
+	// No IPv6 on it: the kernel made none, or xmacvlan turned it off.
+	if out, err := run(a, "sh", "-c", "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6 2>/dev/null || echo none"); err != nil ||
+		(strings.TrimSpace(out) != "none" && strings.TrimSpace(out) != "1") {
+		t.Errorf("IPv6 on an MTU 1000 endpoint: disable_ipv6 %q %v", out, err)
+	}
 	if _, err := run(a, "ping", "-c", "2", "-i", "0.2", "-W", "1", "-M", "do", "-s", "972", "10.40.0.3"); err != nil {
 		t.Errorf("1000-byte packets across: %v", err)
 	}
