@@ -3,6 +3,7 @@ package bpf_test
 import (
 	"encoding/binary"
 	"net"
+	"slices"
 
 	"github.com/xmacvlan/xmacvlan/tables"
 )
@@ -16,9 +17,15 @@ const (
 	xdpPass     = 2
 	xdpRedirect = 4
 
-	etherTypeVLAN = 0x8100
-	etherTypeQinQ = 0x88a8
+	etherTypeVLAN  = 0x8100
+	etherTypeQinQ  = 0x88a8
+	etherTypeQinQ1 = 0x9100 // pre-standard QinQ tags
+	etherTypeQinQ2 = 0x9200
+	etherTypeQinQ3 = 0x9300
 )
+
+// tagTypes is every tag protocol: each one is a tag, whatever it carries.
+var tagTypes = []uint16{etherTypeVLAN, etherTypeQinQ, etherTypeQinQ1, etherTypeQinQ2, etherTypeQinQ3}
 
 type verdict uint8
 
@@ -39,9 +46,11 @@ type rxOutcome struct {
 }
 
 type rxModel struct {
-	networks  map[uint16]bool
-	modes     map[uint16]tables.Mode
-	endpoints map[uint16]map[string]tables.Endpoint // vlan -> MAC -> endpoint
+	parentMTU  int  // the parent's MTU: frames to the wire up to it plus the Ethernet header
+	parentGone bool // the parent interface no longer exists
+	networks   map[uint16]bool
+	modes      map[uint16]tables.Mode
+	endpoints  map[uint16]map[string]tables.Endpoint // vlan -> MAC -> endpoint
 }
 
 func newRxModel(networks []tables.Network, eps []tables.Endpoint) rxModel {
@@ -57,7 +66,7 @@ func newRxModel(networks []tables.Network, eps []tables.Endpoint) rxModel {
 	return m
 }
 
-func isVLANType(t uint16) bool { return t == etherTypeVLAN || t == etherTypeQinQ }
+func isVLANType(t uint16) bool { return slices.Contains(tagTypes, t) }
 
 func (m rxModel) rx(frame []byte) rxOutcome {
 	drop := func(r tables.DropReason) rxOutcome { return rxOutcome{action: xdpDrop, reason: r} }
@@ -76,7 +85,8 @@ func (m rxModel) rx(frame []byte) rxOutcome {
 		}
 		vlan = binary.BigEndian.Uint16(frame[14:16]) & 0x0fff
 		inner := binary.BigEndian.Uint16(frame[16:18])
-		if outer == etherTypeQinQ || isVLANType(inner) {
+		// Only a single 802.1Q tag is a VLAN of ours.
+		if outer != etherTypeVLAN || isVLANType(inner) {
 			return drop(stacked)
 		}
 	}
@@ -137,6 +147,16 @@ func (m rxModel) tx(from tables.Endpoint, frame []byte, hairpin bool, parentMAC 
 	}
 	dst := net.HardwareAddr(frame[0:6])
 	mode := m.modes[from.VLAN]
+	// What goes to the wire must fit the parent, which must exist.
+	wire := func(o txOutcome) txOutcome {
+		switch {
+		case m.parentGone:
+			o.action, o.reason = tcActShot, tables.DropNoParent
+		case len(frame) > m.parentMTU+14:
+			o.action, o.reason = tcActShot, tables.DropTooBig
+		}
+		return o
+	}
 	toHost := hairpin && from.VLAN == 0
 	if dst[0]&1 != 0 {
 		copies := 0
@@ -145,7 +165,7 @@ func (m rxModel) tx(from tables.Endpoint, frame []byte, hairpin bool, parentMAC 
 		if mode == tables.Bridge && len(frame) <= 1500+14+4 {
 			copies = len(m.endpoints[from.VLAN]) - 1
 		}
-		return txOutcome{action: tcActRedirect, floodCopies: copies, toHost: toHost}
+		return wire(txOutcome{action: tcActRedirect, floodCopies: copies, toHost: toHost})
 	}
 	if toHost && bytesEqual(dst, parentMAC) {
 		return txOutcome{action: tcActRedirect, toHost: true}
@@ -158,7 +178,7 @@ func (m rxModel) tx(from tables.Endpoint, frame []byte, hairpin bool, parentMAC 
 			return txOutcome{action: tcActRedirect, localTo: &peer}
 		}
 	}
-	return txOutcome{action: tcActRedirect} // to the wire, tagged with the VLAN
+	return wire(txOutcome{action: tcActRedirect}) // to the wire, tagged with the VLAN
 }
 
 func bytesEqual(a, b []byte) bool { return string(a) == string(b) }

@@ -22,12 +22,18 @@ struct frame {
 	__u16 vlan;        /* VID the frame belongs to; 0 = untagged or priority-tagged */
 	__be16 proto;      /* ethertype after the 802.1Q tag, if any */
 	__u8 tag_in_bytes; /* the 802.1Q header sits in the frame bytes (else in metadata) */
-	__u8 stacked;      /* 802.1ad outer tag, or a second tag: never ours */
+	__u8 stacked;      /* outer tag other than 802.1Q, or a second tag: never ours */
 };
 
+/* Every tag protocol is a tag: 802.1Q, 802.1ad, and the pre-standard QinQ
+ * TPIDs 0x9100/0x9200/0x9300 (linux/if_ether.h ETH_P_QINQ1..3) that switches
+ * still use as an outer tag. A frame the datapath took for untagged because
+ * of its TPID would be flooded, or sent from a container onto the wire. */
 static __always_inline int is_vlan_proto(__be16 proto)
 {
-	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
+	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD) ||
+	       proto == bpf_htons(ETH_P_QINQ1) || proto == bpf_htons(ETH_P_QINQ2) ||
+	       proto == bpf_htons(ETH_P_QINQ3);
 }
 
 static __always_inline int is_multicast(const __u8 *mac)

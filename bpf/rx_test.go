@@ -79,6 +79,7 @@ func newFixture(t testing.TB) *fixture {
 	}
 	f.model = newRxModel(networks, eps)
 	f.parent = f.veth(t, "parent")
+	f.model.parentMTU = f.mtu(t, f.parent)
 	err = tbl.SetSettings(tables.Settings{ParentIfindex: f.parent, ParentMAC: mustMAC(parentMAC)})
 	if err != nil {
 		t.Fatal(err)
@@ -122,6 +123,15 @@ func (f *fixture) veth(t testing.TB, name string) int {
 		t.Fatal(err)
 	}
 	return l.Attrs().Index
+}
+
+// mtu reads the MTU of the fixture's interface ifindex.
+func (f *fixture) mtu(t testing.TB, ifindex int) int {
+	l, err := f.ns.NL.LinkByIndex(ifindex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Attrs().MTU
 }
 
 type tag struct{ tpid, tci uint16 }
@@ -297,6 +307,18 @@ var rxCases = []struct {
 	{"802.1ad single tag", ethFrame("02:00:00:00:10:01", host, []tag{{etherTypeQinQ, 10}}, ipv4, 50), xdpDrop},
 	{"double 802.1Q", ethFrame("02:00:00:00:10:02", host, []tag{{etherTypeVLAN, 10}, {etherTypeVLAN, 20}}, ipv4, 50), xdpDrop},
 	{"untagged QinQ to an endpoint MAC", ethFrame("02:00:00:00:00:0a", host, []tag{{etherTypeQinQ, 0}}, ipv4, 50), xdpDrop},
+	// Every tag protocol is a tag: the pre-standard QinQ TPIDs are outer
+	// tags too, never an untagged frame with an odd ethertype.
+	{"0x9100 outer tag", ethFrame("02:00:00:00:10:01", host, []tag{{etherTypeQinQ1, 10}}, ipv4, 50), xdpDrop},
+	{"0x9200 outer tag", ethFrame("02:00:00:00:10:02", host, []tag{{etherTypeQinQ2, 10}}, ipv4, 50), xdpDrop},
+	{"0x9300 outer tag", ethFrame("02:00:00:00:10:01", host, []tag{{etherTypeQinQ3, 10}}, ipv4, 50), xdpDrop},
+	{"0x9100 tag to an untagged endpoint MAC", ethFrame("02:00:00:00:00:0a", host, []tag{{etherTypeQinQ1, 0}}, ipv4, 50), xdpDrop},
+	{"0x9100 tagged broadcast is not flooded", ethFrame(bcast, host, []tag{{etherTypeQinQ1, 0}}, 0x0806, 28), xdpDrop},
+	{"0x9200 tagged broadcast is not flooded", ethFrame(bcast, host, []tag{{etherTypeQinQ2, 10}}, 0x0806, 28), xdpDrop},
+	{"0x9300 tagged broadcast is not flooded", ethFrame(bcast, host, []tag{{etherTypeQinQ3, 0}}, 0x0806, 28), xdpDrop},
+	{"802.1Q over 0x9100", ethFrame("02:00:00:00:10:01", host, []tag{{etherTypeQinQ1, 10}, {etherTypeVLAN, 10}}, ipv4, 50), xdpDrop},
+	{"0x9300 inside 802.1Q", ethFrame("02:00:00:00:10:02", host, []tag{{etherTypeVLAN, 10}, {etherTypeQinQ3, 10}}, ipv4, 50), xdpDrop},
+	{"runt: truncated 0x9100 tag", ethFrame("02:00:00:00:10:01", host, nil, etherTypeQinQ1, 2), xdpDrop},
 	{"runt: header only", ethFrame(unknown, host, nil, ipv4, 0), xdpPass},
 	{"runt: truncated tag", ethFrame("02:00:00:00:10:01", host, nil, etherTypeVLAN, 2), xdpDrop},
 	{"jumbo untagged hit", ethFrame("02:00:00:00:00:0a", host, nil, ipv4, jumboSize), xdpPass},

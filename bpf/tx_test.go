@@ -113,6 +113,11 @@ var txCases = []struct {
 	{"spoofed source MAC", "v10skb", "02:00:00:00:77:77", "02:00:00:00:10:02", nil, false, "drop:spoofed_src"},
 	{"802.1Q tagged (VLAN hopping)", "v10skb", "02:00:00:00:77:77", "", dot1q(20), false, "drop:tagged_from_endpoint"},
 	{"802.1ad tagged", "v10skb", "02:00:00:00:77:77", "", []tag{{etherTypeQinQ, 20}}, false, "drop:tagged_from_endpoint"},
+	{"0x9100 tagged", "v10skb", "02:00:00:00:77:77", "", []tag{{etherTypeQinQ1, 20}}, false, "drop:tagged_from_endpoint"},
+	{"0x9200 tagged", "v10skb", "02:00:00:00:77:77", "", []tag{{etherTypeQinQ2, 20}}, false, "drop:tagged_from_endpoint"},
+	{"0x9300 tagged", "v10skb", "02:00:00:00:77:77", "", []tag{{etherTypeQinQ3, 20}}, false, "drop:tagged_from_endpoint"},
+	{"0x9100 tagged broadcast", "untagged", bcast, "", []tag{{etherTypeQinQ1, 10}}, false, "drop:tagged_from_endpoint"},
+	{"0x9100 tagged to a neighbour", "v10skb", "02:00:00:00:10:02", "", []tag{{etherTypeQinQ1, 0}}, false, "drop:tagged_from_endpoint"},
 	{"bridge: broadcast", "v10skb", bcast, "", nil, false, "flood:1"},
 	{"private: broadcast", "v20xdp", bcast, "", nil, false, "flood:0"},
 	{"vepa: broadcast", "v40a", bcast, "", nil, false, "flood:0"},
@@ -173,4 +178,82 @@ func FuzzTxEndpoint(f *testing.F) {
 		}
 		fx.checkTx(t, from, frame, binary.BigEndian.Uint16(frame[12:14])&1 == 0)
 	})
+}
+
+// TestTxParentMTU sends frames around the parent's MTU to the wire, at its
+// MTU after attach and after it was lowered: a frame that does not fit is
+// counted as too_big, as the parent would drop it uncounted.
+func TestTxParentMTU(t *testing.T) {
+	f := newFixture(t)
+	from := f.eps["v10skb"]
+	send := func(t *testing.T, dst string, size int, want string) {
+		t.Helper()
+		frame := ethFrame(dst, from.MAC.String(), nil, ipv4, size-14)
+		got := f.checkTx(t, from, frame, false)
+		desc := "wire"
+		if got.action == tcActShot {
+			desc = "drop:" + got.reason.String()
+		}
+		if desc != want {
+			t.Fatalf("%d-byte frame: model predicts %s, the spec says %s", size, desc, want)
+		}
+	}
+	for _, mtu := range []int{f.model.parentMTU, 1400} {
+		l, err := f.ns.NL.LinkByIndex(f.parent)
+		if err == nil {
+			err = f.ns.NL.LinkSetMTU(l, mtu)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.model.parentMTU = f.mtu(t, f.parent)
+		t.Run(fmt.Sprint("parent MTU ", mtu), func(t *testing.T) {
+			send(t, "02:00:00:00:77:77", mtu+14, "wire")
+			send(t, "02:00:00:00:77:77", mtu+15, "drop:too_big")
+			send(t, bcast, mtu+15, "drop:too_big")       // the members' copies are made
+			send(t, "02:00:00:00:10:02", mtu+15, "wire") // a neighbour on the host: no wire
+		})
+	}
+}
+
+// TestTxNoParent deletes the interface the settings name as the parent: a
+// frame for the wire is counted as no_parent, one for a neighbour still
+// goes.
+func TestTxNoParent(t *testing.T) {
+	f := newFixture(t)
+	gone := f.veth(t, "gone")
+	s, err := f.tbl.Settings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ParentIfindex = gone
+	if err := f.tbl.SetSettings(s); err != nil {
+		t.Fatal(err)
+	}
+	l, err := f.ns.NL.LinkByIndex(gone)
+	if err == nil {
+		err = f.ns.NL.LinkDel(l)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.model.parentGone = true
+	from := f.eps["v10skb"]
+	for _, c := range []struct{ dst, want string }{
+		{"02:00:00:00:77:77", "drop:no_parent"},
+		{bcast, "drop:no_parent"},
+		{"02:00:00:00:10:02", "local"},
+	} {
+		got := f.checkTx(t, from, ethFrame(c.dst, from.MAC.String(), nil, ipv4, 50), false)
+		desc := "wire"
+		switch {
+		case got.action == tcActShot:
+			desc = "drop:" + got.reason.String()
+		case got.localTo != nil:
+			desc = "local"
+		}
+		if desc != c.want {
+			t.Errorf("to %s: model predicts %s, the spec says %s", c.dst, desc, c.want)
+		}
+	}
 }

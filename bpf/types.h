@@ -103,14 +103,16 @@ struct traffic {
 enum drop_reason {
 	DROP_RUNT = 0,            /* shorter than its Ethernet/802.1Q header */
 	DROP_UNKNOWN_VLAN,        /* tagged with a VID that has no network */
-	DROP_STACKED_VLAN,        /* 802.1ad or double tag: never forwarded into a VLAN */
+	DROP_STACKED_VLAN,        /* non-802.1Q outer tag or double tag: never forwarded into a VLAN */
 	DROP_UNKNOWN_DST,         /* unicast to no endpoint on a tagged VLAN */
 	DROP_SPOOFED_SRC,         /* endpoint sent with a source MAC not its own */
-	DROP_TAGGED_FROM_ENDPOINT,/* endpoint sent a VLAN-tagged frame (VLAN hopping) */
+	DROP_TAGGED_FROM_ENDPOINT,/* endpoint sent a tagged frame, any TPID (VLAN hopping) */
 	DROP_PRIVATE_MODE,        /* endpoint to endpoint in a private network */
 	DROP_NOT_ENDPOINT,        /* frame from an interface missing from the endpoint table */
 	DROP_HELPER_FAILED,       /* a tag push/pop or head adjust failed */
 	DROP_LOOPED,              /* a local endpoint's flood came back from the wire */
+	DROP_TOO_BIG,             /* endpoint's frame longer than the parent's MTU allows */
+	DROP_NO_PARENT,           /* endpoint's frame for the wire, and the parent is gone */
 	DROP_REASON_MAX,
 };
 

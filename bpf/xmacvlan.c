@@ -358,10 +358,25 @@ int xmv_rx_tc(struct __sk_buff *skb)
 
 /* ---- tcx ingress on an endpoint's outer veth (= what it sends) --------- */
 
-/* Sends an endpoint's frame out of the parent, tagged with its VLAN. */
+/* Sends an endpoint's frame out of the parent, tagged with its VLAN. What
+ * the parent cannot carry is counted here, not lost in the redirect: a frame
+ * longer than its MTU (bpf_check_mtu; a GSO skb passes, it is segmented
+ * later), or a parent that no longer exists (-ENODEV). The tag goes into
+ * skb metadata and does not count against the MTU, as on a VLAN device. */
 static __always_inline int to_wire(struct __sk_buff *skb, const struct endpoint *ep,
 				   const struct settings *cfg)
 {
+	__u32 mtu_len = 0;
+	long fit = bpf_check_mtu(skb, cfg->parent_ifindex, &mtu_len, 0, 0);
+
+	if (fit < 0) {
+		count_drop(DROP_NO_PARENT, skb->len);
+		return TC_ACT_SHOT;
+	}
+	if (fit != BPF_MTU_CHK_RET_SUCCESS) {
+		count_drop(DROP_TOO_BIG, skb->len);
+		return TC_ACT_SHOT;
+	}
 	if (ep->vlan && bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), ep->vlan)) {
 		count_drop(DROP_HELPER_FAILED, skb->len);
 		return TC_ACT_SHOT;

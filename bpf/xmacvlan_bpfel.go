@@ -32,7 +32,9 @@ const (
 	XmacvlanDropReasonDROP_NOT_ENDPOINT         XmacvlanDropReason = 7
 	XmacvlanDropReasonDROP_HELPER_FAILED        XmacvlanDropReason = 8
 	XmacvlanDropReasonDROP_LOOPED               XmacvlanDropReason = 9
-	XmacvlanDropReasonDROP_REASON_MAX           XmacvlanDropReason = 10
+	XmacvlanDropReasonDROP_TOO_BIG              XmacvlanDropReason = 10
+	XmacvlanDropReasonDROP_NO_PARENT            XmacvlanDropReason = 11
+	XmacvlanDropReasonDROP_REASON_MAX           XmacvlanDropReason = 12
 )
 
 type XmacvlanEndpoint struct {

@@ -5,11 +5,12 @@
 package endpoint
 
 import (
+	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
+	"os"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -28,12 +29,10 @@ type Spec struct {
 	Name    string           // inner interface name; default eth0 (host: xmv-NETWORK)
 	MAC     net.HardwareAddr // nil: a generated locally administered one
 	IP      *net.IPNet       // address and prefix length; nil: none
-	Gateway net.IP           // default route; nil: the network's
+	Gateway net.IP           // default route's gateway, containers only (DefaultGateway); nil: the network's
 	MTU     int              // 0: the network's, else the parent's
 	XDP     bool             // receive by native XDP redirect instead of the skb path
 }
-
-var ifnameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
 
 // failpoint lets tests fail Add at a named step, to check the rollback.
 var failpoint = func(step string) error { return nil }
@@ -80,8 +79,9 @@ func openTarget(s Spec) (*target, error) {
 }
 
 // Add builds the endpoint and registers it on network n of the parent
-// h holds. Tables are written last, so no frame is forwarded to a
-// half-built endpoint; any failure removes everything built so far.
+// h holds. Every check runs before anything is built; tables are written
+// last, so no frame is forwarded to a half-built endpoint; any failure
+// removes everything built so far.
 func Add(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint, err error) {
 	settings, err := h.Tables.Settings()
 	if err != nil {
@@ -91,7 +91,13 @@ func Add(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint, err er
 	if err != nil {
 		return ep, fmt.Errorf("parent %s (ifindex %d) is gone: %w", h.Parent, settings.ParentIfindex, err)
 	}
-	if err := complete(&s, n, parent, h.Tables); err != nil {
+	p := Parent{Name: h.Parent, MAC: parent.Attrs().HardwareAddr, MTU: parent.Attrs().MTU}
+	existing, err := h.Tables.Endpoints()
+	if err != nil {
+		return ep, err
+	}
+	complete(&s, n, p, existing)
+	if err := CheckEndpoint(s, n, p); err != nil {
 		return ep, err
 	}
 	tg, err := openTarget(s)
@@ -99,8 +105,25 @@ func Add(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint, err er
 		return ep, err
 	}
 	defer tg.close()
-	if _, err := tg.nl.LinkByName(s.Name); err == nil {
-		return ep, fmt.Errorf("namespace %s already has an interface called %s", tg.name, s.Name)
+	if err := CheckUnique(s, n, tg.ino, existing); err != nil {
+		return ep, err
+	}
+	kind := ""
+	if l, err := tg.nl.LinkByName(s.Name); err == nil {
+		kind = l.Type()
+	}
+	if err := CheckNameFree(s, kind, tg.ino, existing); err != nil {
+		return ep, err
+	}
+	var gateway net.IP
+	if s.IP != nil {
+		have, err := defaultRoute(tg.nl, family(s.IP.IP))
+		if err != nil {
+			return ep, err
+		}
+		if gateway, err = DefaultGateway(s, n, have); err != nil {
+			return ep, err
+		}
 	}
 	outer, err := outerName()
 	if err != nil {
@@ -115,10 +138,10 @@ func Add(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint, err er
 			}
 		}
 	}()
+	undo = append(undo, func() { deleteLink(outer) }) // takes the inner end with it
 	if err := createVeth(outer, s, tg); err != nil {
 		return ep, err
 	}
-	undo = append(undo, func() { deleteLink(outer) }) // takes the inner end with it
 	outerLink, err := netlink.LinkByName(outer)
 	if err != nil {
 		return ep, err
@@ -126,7 +149,7 @@ func Add(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint, err er
 	if err := failpoint("after-veth"); err != nil {
 		return ep, err
 	}
-	if err := configureInner(tg, s); err != nil {
+	if err := configureInner(tg, s, gateway); err != nil {
 		return ep, err
 	}
 	if err := failpoint("after-inner"); err != nil {
@@ -149,72 +172,39 @@ func Add(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint, err er
 	return ep, nil
 }
 
-// complete fills the defaults of s from the network and the parent and
-// checks every field, before anything is created.
-func complete(s *Spec, n tables.Network, parent netlink.Link, tbl *tables.Tables) error {
+// complete fills the defaults of s: the interface name, the MTU (the
+// network's, else the parent's) and, without one given, a generated MAC
+// no endpoint of the network has.
+func complete(s *Spec, n tables.Network, p Parent, existing []tables.Endpoint) {
 	if s.Name == "" {
 		s.Name = "eth0"
 		if s.Host {
-			s.Name = "xmv-" + n.Name
-			if len(s.Name) > 15 {
-				s.Name = s.Name[:15]
-			}
+			s.Name = hostIfname(n)
 		}
 	}
-	if !ifnameRE.MatchString(s.Name) {
-		return fmt.Errorf("invalid interface name %q (1-15 of A-Z a-z 0-9 _ . -)", s.Name)
-	}
-	if !s.Host && s.Netns == "" {
-		return fmt.Errorf("give the container's namespace (--netns) or ask for a host endpoint (--host)")
-	}
-	parentMTU := parent.Attrs().MTU
 	if s.MTU == 0 {
 		s.MTU = n.MTU
 	}
 	if s.MTU == 0 {
-		s.MTU = parentMTU
+		s.MTU = p.MTU
 	}
-	if s.MTU < 68 || s.MTU > parentMTU {
-		return fmt.Errorf("MTU %d outside 68..%d (the parent's MTU)", s.MTU, parentMTU)
-	}
-	if s.IP != nil {
-		if n.Subnet != nil && !n.Subnet.Contains(s.IP.IP) {
-			return fmt.Errorf("IP %s is outside network %s's subnet %s", s.IP.IP, n.Name, n.Subnet)
-		}
-		if s.Gateway == nil {
-			s.Gateway = n.Gateway
-		}
-		if s.Gateway != nil {
-			if s.Gateway.Equal(s.IP.IP) {
-				return fmt.Errorf("IP %s is the gateway's", s.IP.IP)
-			}
-			if !s.IP.Contains(s.Gateway) {
-				return fmt.Errorf("gateway %s is not on %s", s.Gateway, s.IP)
+	for s.MAC == nil {
+		s.MAC = randomMAC()
+		for _, ep := range existing {
+			if ep.VLAN == n.VLAN && bytes.Equal(ep.MAC, s.MAC) {
+				s.MAC = nil
 			}
 		}
-	} else if s.Gateway != nil {
-		return fmt.Errorf("a gateway needs an IP address (--ip)")
 	}
-	if s.MAC == nil {
-		for {
-			s.MAC = randomMAC()
-			if _, used, err := tbl.EndpointByMAC(n.VLAN, s.MAC); err != nil {
-				return err
-			} else if !used {
-				break
-			}
-		}
-	} else {
-		if err := tables.CheckMAC(s.MAC); err != nil {
-			return err
-		}
-		if other, used, err := tbl.EndpointByMAC(n.VLAN, s.MAC); err != nil {
-			return err
-		} else if used {
-			return fmt.Errorf("MAC %s is already used on network %s (by %s in %s)", s.MAC, n.Name, other.Ifname, other.Netns)
-		}
+}
+
+// hostIfname is the default name of network n's host endpoint.
+func hostIfname(n tables.Network) string {
+	name := "xmv-" + n.Name
+	if len(name) > 15 {
+		name = name[:15]
 	}
-	return nil
+	return name
 }
 
 // randomMAC returns a locally administered unicast address, as the kernel
@@ -256,23 +246,35 @@ func createVeth(outer string, s Spec, tg *target) error {
 		}
 		return fmt.Errorf("create veth %s/%s: %w", outer, s.Name, err)
 	}
+	if err := failpoint("in-veth"); err != nil {
+		return err
+	}
 	link, err := netlink.LinkByName(outer)
 	if err != nil {
 		return err
 	}
 	// The outer end only carries frames: no addresses, no IPv6 chatter
-	// of its own towards the container.
-	if err := netlink.LinkSetIP6AddrGenMode(link, 1 /* IN6_ADDR_GEN_MODE_NONE */); err != nil {
-		return fmt.Errorf("outer %s: %w", outer, err)
+	// of its own towards the container. Below MinIPv6MTU the kernel gave
+	// it no IPv6 to silence.
+	if s.MTU >= MinIPv6MTU {
+		if err := netlink.LinkSetIP6AddrGenMode(link, 1 /* IN6_ADDR_GEN_MODE_NONE */); err != nil {
+			return fmt.Errorf("outer %s: %w", outer, err)
+		}
 	}
 	return netlink.LinkSetUp(link)
 }
 
-// configureInner brings the inner end up with its address and route.
-func configureInner(tg *target, s Spec) error {
+// configureInner brings the inner end up with its address and, with a
+// gateway, the default route (DefaultGateway decides).
+func configureInner(tg *target, s Spec, gateway net.IP) error {
 	link, err := tg.nl.LinkByName(s.Name)
 	if err != nil {
 		return err
+	}
+	if s.MTU < MinIPv6MTU {
+		if err := disableIPv6(tg, s.Name); err != nil {
+			return err
+		}
 	}
 	if err := tg.nl.LinkSetUp(link); err != nil {
 		return err
@@ -294,13 +296,28 @@ func configureInner(tg *target, s Spec) error {
 			return fmt.Errorf("address %s on %s: %w", s.IP, s.Name, err)
 		}
 	}
-	if s.Gateway != nil {
-		r := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: s.Gateway}
-		if err := tg.nl.RouteAdd(r); err != nil {
-			return fmt.Errorf("default route via %s: %w", s.Gateway, err)
-		}
+	if gateway != nil {
+		return addDefaultRoute(tg.nl, link, gateway)
 	}
 	return nil
+}
+
+// disableIPv6 turns IPv6 off on an interface below MinIPv6MTU, so that
+// raising its MTU later does not bring IPv6 up behind the user's back.
+// The kernel gives such an interface no IPv6 configuration at all
+// (addrconf_notify), and then there is nothing to turn off.
+func disableIPv6(tg *target, ifname string) error {
+	return nsutil.Do(tg.ns, func() error {
+		path := "/proc/sys/net/ipv6/conf/" + ifname + "/disable_ipv6"
+		err := os.WriteFile(path, []byte("1"), 0)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("disable IPv6 on %s (MTU below %d): %w", ifname, MinIPv6MTU, err)
+		}
+		return nil
+	})
 }
 
 // Delete takes the endpoint called name in namespace netnsSpec (or the host
@@ -310,16 +327,14 @@ func Delete(h *loader.Handle, n tables.Network, netnsSpec string, host bool, nam
 	if name == "" {
 		name = "eth0"
 		if host {
-			name = "xmv-" + n.Name
-			if len(name) > 15 {
-				name = name[:15]
-			}
+			name = hostIfname(n)
 		}
 	}
 	var ino uint64
-	if tg, err := openTarget(Spec{Netns: netnsSpec, Host: host}); err == nil {
+	tg, err := openTarget(Spec{Netns: netnsSpec, Host: host})
+	if err == nil {
 		ino = tg.ino
-		tg.close()
+		defer tg.close()
 	}
 	eps, err := h.Tables.Endpoints()
 	if err != nil {
@@ -329,6 +344,11 @@ func Delete(h *loader.Handle, n tables.Network, netnsSpec string, host bool, nam
 		sameNS := (ino != 0 && ep.NetnsIno == ino) || (!host && ep.Netns == netnsSpec)
 		if ep.VLAN != n.VLAN || ep.Ifname != name || ep.Host != host || !sameNS {
 			continue
+		}
+		if ino != 0 && ep.NetnsIno == ino {
+			if err := removeOwnRoutes(tg.nl, name); err != nil {
+				return true, err
+			}
 		}
 		return true, Remove(h, ep)
 	}

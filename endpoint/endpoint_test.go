@@ -88,7 +88,7 @@ func TestAddRollsBackOnFailure(t *testing.T) {
 	before := snapshot()
 	injected := errors.New("injected failure")
 	defer func() { failpoint = func(string) error { return nil } }()
-	for _, step := range []string{"after-veth", "after-inner", "after-register"} {
+	for _, step := range []string{"in-veth", "after-veth", "after-inner", "after-register"} {
 		failpoint = func(s string) error {
 			if s == step {
 				return injected

@@ -228,7 +228,10 @@ func (a *attachRun) attachXDP(dir string, parent netlink.Link, mode XDPMode, rec
 		if mode == ModeGeneric {
 			return fmt.Errorf("%s is attached in native mode; detach it first to change to generic", name)
 		}
-		prog, progName := d.xdpProgram(a.t, ifindex)
+		prog, progName, note := d.xdpProgram(a.t, ifindex)
+		if note != "" {
+			a.res.Notes = append(a.res.Notes, note)
+		}
 		a.res.XDPMode, a.res.Program = ModeNative, progName
 		return a.upgradeLink(pin, l, prog)
 	}
@@ -250,7 +253,10 @@ func (a *attachRun) attachXDP(dir string, parent netlink.Link, mode XDPMode, rec
 		return nil
 	}
 
-	prog, progName := d.xdpProgram(a.t, ifindex)
+	prog, progName, note := d.xdpProgram(a.t, ifindex)
+	if note != "" {
+		a.res.Notes = append(a.res.Notes, note)
+	}
 	nl, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPDriverMode})
 	if err != nil && progName != bpf.XmacvlanProgXmvRxXdp {
 		// The driver refused the device-bound variant: try the plain one.
@@ -274,13 +280,20 @@ func (a *attachRun) attachXDP(dir string, parent netlink.Link, mode XDPMode, rec
 }
 
 // xdpProgram picks the receive program: the device-bound variant where the
-// driver loads it, else the plain one.
-func (d *Datapath) xdpProgram(t *txn, ifindex int) (*ebpf.Program, string) {
-	if p, err := d.loadDevBoundXDP(ifindex); err == nil {
+// driver loads it, else the plain one. The note says why the variant was
+// not bound when the size guard (devbound.go) refused it.
+func (d *Datapath) xdpProgram(t *txn, ifindex int) (*ebpf.Program, string, string) {
+	p, err := d.loadDevBoundXDP(ifindex)
+	if err == nil {
 		t.finally.push(func() { p.Close() })
-		return p, bpf.XmacvlanProgXmvRxXdpMeta
+		return p, bpf.XmacvlanProgXmvRxXdpMeta, ""
 	}
-	return d.Programs.XmvRxXdp, bpf.XmacvlanProgXmvRxXdp
+	var note string
+	if errors.Is(err, errDevBoundTooBig) {
+		note = fmt.Sprintf("%v: %s not bound to the device, %s runs instead",
+			err, bpf.XmacvlanProgXmvRxXdpMeta, bpf.XmacvlanProgXmvRxXdp)
+	}
+	return d.Programs.XmvRxXdp, bpf.XmacvlanProgXmvRxXdp, note
 }
 
 // xdpModeOf reads the mode the kernel reports for the parent's XDP program.

@@ -97,6 +97,9 @@ func load(replacements map[string]*ebpf.Map) (*Datapath, error) {
 // loadDevBoundXDP loads the receive program bound to the parent, so that
 // it can read a VLAN tag the driver stripped (bpf_xdp_metadata_rx_vlan_tag).
 func (d *Datapath) loadDevBoundXDP(ifindex int) (*ebpf.Program, error) {
+	if err := d.devBoundFits(); err != nil {
+		return nil, err
+	}
 	spec := d.spec.Copy()
 	ps := spec.Programs[bpf.XmacvlanProgXmvRxXdpMeta]
 	ps.Ifindex = uint32(ifindex)

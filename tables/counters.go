@@ -35,14 +35,16 @@ type described struct{ name, help string }
 var dropReasons = [bpf.XmacvlanDropReasonDROP_REASON_MAX]described{
 	bpf.XmacvlanDropReasonDROP_RUNT:                 {"runt", "frame shorter than its Ethernet/802.1Q header"},
 	bpf.XmacvlanDropReasonDROP_UNKNOWN_VLAN:         {"unknown_vlan", "tagged with a VLAN that has no network on this parent"},
-	bpf.XmacvlanDropReasonDROP_STACKED_VLAN:         {"stacked_vlan", "802.1ad (QinQ) or double-tagged frame; never forwarded into a VLAN"},
+	bpf.XmacvlanDropReasonDROP_STACKED_VLAN:         {"stacked_vlan", "outer tag other than 802.1Q (802.1ad, 0x9100/0x9200/0x9300) or double-tagged frame; never forwarded into a VLAN"},
 	bpf.XmacvlanDropReasonDROP_UNKNOWN_DST:          {"unknown_dst", "unicast to a MAC no endpoint has, on a tagged VLAN"},
 	bpf.XmacvlanDropReasonDROP_SPOOFED_SRC:          {"spoofed_src", "endpoint sent a frame whose source MAC is not its own"},
-	bpf.XmacvlanDropReasonDROP_TAGGED_FROM_ENDPOINT: {"tagged_from_endpoint", "endpoint sent an 802.1Q/802.1ad-tagged frame (VLAN hopping)"},
+	bpf.XmacvlanDropReasonDROP_TAGGED_FROM_ENDPOINT: {"tagged_from_endpoint", "endpoint sent a tagged frame, any tag protocol (VLAN hopping)"},
 	bpf.XmacvlanDropReasonDROP_PRIVATE_MODE:         {"private_mode", "endpoint to endpoint inside a private network"},
 	bpf.XmacvlanDropReasonDROP_NOT_ENDPOINT:         {"not_endpoint", "frame from an interface that is not (yet, or any more) an endpoint, e.g. sent while its endpoint was being built"},
 	bpf.XmacvlanDropReasonDROP_HELPER_FAILED:        {"helper_failed", "a VLAN tag push/pop or head adjustment failed in the kernel"},
 	bpf.XmacvlanDropReasonDROP_LOOPED:               {"looped", "a local endpoint's broadcast came back from the wire (reflecting switch); only vepa networks take those"},
+	bpf.XmacvlanDropReasonDROP_TOO_BIG:              {"too_big", "endpoint sent a frame longer than the parent's MTU allows"},
+	bpf.XmacvlanDropReasonDROP_NO_PARENT:            {"no_parent", "endpoint sent a frame for the wire and the parent interface no longer exists"},
 }
 
 var events = [bpf.XmacvlanEventEV_MAX]described{
@@ -77,6 +79,8 @@ const (
 	DropTaggedFromEndpoint = DropReason(bpf.XmacvlanDropReasonDROP_TAGGED_FROM_ENDPOINT)
 	DropPrivateMode        = DropReason(bpf.XmacvlanDropReasonDROP_PRIVATE_MODE)
 	DropLooped             = DropReason(bpf.XmacvlanDropReasonDROP_LOOPED)
+	DropTooBig             = DropReason(bpf.XmacvlanDropReasonDROP_TOO_BIG)
+	DropNoParent           = DropReason(bpf.XmacvlanDropReasonDROP_NO_PARENT)
 )
 
 // DropReasons lists every reason, in enum order.

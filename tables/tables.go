@@ -80,23 +80,22 @@ const (
 	MaxNetnsLen = 63
 )
 
-// CheckVLAN accepts 0 (untagged) to 4094.
-func CheckVLAN(vlan int) error {
-	if vlan < 0 || vlan > MaxVLAN {
-		return fmt.Errorf("VLAN %d outside 1..%d", vlan, MaxVLAN)
+// The tables refuse only what does not fit their layout; what a user may
+// ask for is checked before, in package endpoint (validate.go).
+
+// fitsVLAN: the networks table holds VIDs 0..MaxVLAN (MAX_NETWORKS in
+// bpf/types.h).
+func fitsVLAN(vlan uint16) error {
+	if vlan > MaxVLAN {
+		return fmt.Errorf("VLAN %d does not fit the networks table (0..%d)", vlan, MaxVLAN)
 	}
 	return nil
 }
 
-// CheckMAC accepts a unicast, non-zero Ethernet address.
-func CheckMAC(mac net.HardwareAddr) error {
-	switch {
-	case len(mac) != 6:
-		return fmt.Errorf("MAC %q is not a 6-byte Ethernet address", mac)
-	case mac[0]&1 != 0:
-		return fmt.Errorf("MAC %s is multicast; an endpoint needs a unicast address", mac)
-	case slices.Equal(mac, make(net.HardwareAddr, 6)):
-		return fmt.Errorf("MAC %s is all zeros", mac)
+// fitsMAC: the MAC table's key holds 6 bytes.
+func fitsMAC(mac net.HardwareAddr) error {
+	if len(mac) != 6 {
+		return fmt.Errorf("MAC %q does not fit the MAC table (6 bytes)", mac)
 	}
 	return nil
 }
@@ -132,7 +131,7 @@ func macKey(vlan uint16, mac net.HardwareAddr) bpf.XmacvlanMacKey {
 
 // AddNetwork creates the entry for vlan. It fails if one exists.
 func (t *Tables) AddNetwork(n Network) error {
-	if err := CheckVLAN(int(n.VLAN)); err != nil {
+	if err := fitsVLAN(n.VLAN); err != nil {
 		return err
 	}
 	if _, ok := modeNames[n.Mode]; !ok {
@@ -220,7 +219,7 @@ func (t *Tables) DeleteNetwork(vlan uint16) error {
 // Tables the receive path reads are written last, so no frame is forwarded
 // to an endpoint that is not complete.
 func (t *Tables) AddEndpoint(ep Endpoint) (Endpoint, error) {
-	if err := CheckMAC(ep.MAC); err != nil {
+	if err := fitsMAC(ep.MAC); err != nil {
 		return ep, err
 	}
 	if ep.Ifindex <= 0 {

@@ -1,6 +1,8 @@
 package test
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -34,44 +36,67 @@ func TestNetworkAndEndpointBadInput(t *testing.T) {
 		ol, _ := other.NL.LinkList()
 		return nets + eps + strings.Repeat("h", len(hl)) + strings.Repeat("c", len(cl)) + strings.Repeat("o", len(ol))
 	}
+	parentMAC := mustLink(t, h.ns, h.parent).Attrs().HardwareAddr
+	var eps []struct{ Outer string }
+	if out, err := h.cli("-o", "json", "endpoint", "list"); err != nil || json.Unmarshal([]byte(out), &eps) != nil || len(eps) != 1 {
+		t.Fatalf("endpoint list: %v %s", err, out)
+	}
+	holder := fmt.Sprintf("eth0 in netns %s (MAC 02:00:00:00:10:05, outer veth %s)", c.Name, eps[0].Outer)
+
 	before := state()
 	cases := []struct {
 		args []string
-		want string
+		want string // the whole message, after "xmacvlan: "
 	}{
-		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "0"}, "invalid VLAN 0"},
-		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "4095"}, "invalid VLAN 4095"},
-		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "ten"}, `invalid VLAN "ten"`},
-		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--subnet", "10.0.0.0/33"}, "invalid --subnet"},
-		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--subnet", "10.20.0.0/24", "--gateway", "10.30.0.1"}, "not inside --subnet"},
-		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--gateway", "300.1.1.1"}, "invalid --gateway"},
-		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--mode", "hub"}, "invalid mode"},
-		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--mtu", "65000"}, "MTU 65000"},
-		{[]string{"network", "create", "bad/name", "--parent", h.parent}, "invalid network name"},
-		{[]string{"network", "create", "v10", "--parent", h.parent, "--vlan", "20"}, "exists already"},
-		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "10"}, "is network v10 already"},
-		{[]string{"network", "create", "x", "--parent", "eth9"}, "eth9 is not attached"},
-		{[]string{"network", "delete", "v10"}, "has 1 endpoints"},
-		{[]string{"network", "delete", "nosuch"}, "no network called"},
-		{[]string{"endpoint", "add", "nosuch", "--netns", other.Name}, "no network called"},
-		{[]string{"endpoint", "add", "v10", "--netns", "nosuch-ns"}, `network namespace "nosuch-ns"`},
-		{[]string{"endpoint", "add", "v10"}, "--netns"},
-		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--mac", "02:00:zz:00:00:01"}, "invalid --mac"},
-		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--mac", "01:00:5e:00:00:01"}, "multicast"},
-		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--mac", "02:00:00:00:10:05"}, "already used on network v10"},
-		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--ip", "10.10.0.6/40"}, "invalid --ip"},
-		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--ip", "10.20.0.6/24"}, "outside network v10's subnet"},
-		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--ip", "10.10.0.6/24", "--gateway", "10.99.0.1"}, "not on 10.10.0.6/24"},
-		{[]string{"endpoint", "add", "v10", "--netns", c.Name}, "already has an interface called eth0"},
-		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--name", "way-too-long-name0"}, "invalid interface name"},
-		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--mtu", "9000"}, "MTU 9000 outside"},
-		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--delivery", "dpdk"}, "invalid --delivery"},
-		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--host"}, "exclude each other"},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "-1"}, "invalid VLAN -1: want 1..4094, or 0 for the untagged segment"},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "4095"}, "invalid VLAN 4095: want 1..4094, or 0 for the untagged segment"},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "ten"}, `invalid VLAN "ten": want a number in 1..4094, or 0 for the untagged segment`},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--subnet", "10.0.0.0/33"}, `invalid --subnet "10.0.0.0/33": want ADDRESS/PREFIX`},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--subnet", "0.0.0.0/0"}, "subnet 0.0.0.0/0 is the whole address space; give the LAN's prefix, e.g. 172.16.10.0/24"},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--subnet", "10.20.0.0/24", "--gateway", "10.30.0.1"}, "gateway 10.30.0.1 is outside subnet 10.20.0.0/24"},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--subnet", "10.20.0.0/24", "--gateway", "10.20.0.0"}, "gateway 10.20.0.0 is the network address of subnet 10.20.0.0/24"},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--subnet", "10.20.0.0/24", "--gateway", "10.20.0.255"}, "gateway 10.20.0.255 is the broadcast address of subnet 10.20.0.0/24"},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--gateway", "10.20.0.1"}, "gateway 10.20.0.1 needs the network's subnet"},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--gateway", "300.1.1.1"}, `invalid --gateway "300.1.1.1": not an IP address`},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--mode", "hub"}, `invalid mode "hub": want bridge, private or vepa`},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--mtu", "65000"}, "MTU 65000 outside 68..1500 (the MTU of parent ens33)"},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--mtu", "1000", "--subnet", "fd00:20::/64"}, "subnet fd00:20::/64 is IPv6, which needs an MTU of at least 1280 (RFC 8200), not 1000"},
+		{[]string{"network", "create", "bad/name", "--parent", h.parent}, `invalid network name "bad/name" (1-31 of A-Z a-z 0-9 _ . -)`},
+		{[]string{"network", "create", "v10", "--parent", h.parent, "--vlan", "20"}, "a network called v10 exists already (on ens33, VLAN 10)"},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "10"}, "VLAN 10 on ens33 is network v10 already"},
+		{[]string{"network", "create", "x", "--parent", "eth9"}, "eth9 is not attached: run `xmacvlan attach eth9` first"},
+		{[]string{"network", "delete", "v10"}, "network v10 has 1 endpoints; delete them first or use --force"},
+		{[]string{"network", "delete", "nosuch"}, `no network called "nosuch" (xmacvlan network list)`},
+		{[]string{"endpoint", "add", "nosuch", "--netns", other.Name}, `no network called "nosuch" (xmacvlan network list)`},
+		{[]string{"endpoint", "add", "v10", "--netns", "nosuch-ns"}, `network namespace "nosuch-ns": stat /var/run/netns/nosuch-ns: no such file or directory`},
+		{[]string{"endpoint", "add", "v10"}, "give the container's namespace (--netns) or ask for a host endpoint (--host)"},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--mac", "02:00:zz:00:00:01"}, `invalid --mac "02:00:zz:00:00:01": address 02:00:zz:00:00:01: invalid MAC address`},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--mac", "01:00:5e:00:00:01"}, "MAC 01:00:5e:00:00:01 is multicast; an endpoint needs a unicast address"},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--mac", "00:00:00:00:00:00"}, "MAC 00:00:00:00:00:00 is all zeros; an endpoint needs a unicast address"},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--mac", parentMAC.String()}, "MAC " + parentMAC.String() + " is the address of parent ens33; an endpoint with it would take the host off the LAN"},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--mac", "02:00:00:00:10:05"}, "MAC 02:00:00:00:10:05 already used on network v10 by " + holder},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--ip", "10.10.0.5"}, "address 10.10.0.5 already used on network v10 by " + holder},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--ip", "10.10.0.6/40"}, `invalid --ip "10.10.0.6/40": want ADDRESS/PREFIX`},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--ip", "10.20.0.6/24"}, "IP 10.20.0.6 is outside network v10's subnet 10.10.0.0/24"},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--ip", "10.10.0.6/16"}, "prefix /16 of 10.10.0.6/16 is wider than network v10's subnet 10.10.0.0/24"},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--ip", "10.10.0.0"}, "IP 10.10.0.0 is the network address of subnet 10.10.0.0/24"},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--ip", "10.10.0.255"}, "IP 10.10.0.255 is the broadcast address of subnet 10.10.0.0/24"},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--ip", "10.10.0.6/24", "--gateway", "10.99.0.1"}, "gateway 10.99.0.1 is not on 10.10.0.6/24"},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--ip", "10.10.0.6/24", "--gateway", "10.10.0.6"}, "IP 10.10.0.6 is the gateway; only a host endpoint (--host) may take the gateway's address"},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--gateway", "10.10.0.1"}, "a gateway needs an IP address (--ip)"},
+		{[]string{"endpoint", "add", "v10", "--host", "--ip", "10.10.0.7", "--gateway", "10.10.0.1"}, "a host endpoint never gets a default route, so it takes no gateway (10.10.0.1): the host keeps its own routes"},
+		{[]string{"endpoint", "add", "v10", "--netns", c.Name}, "eth0 in netns " + c.Name + " is already an endpoint on network v10 (MAC 02:00:00:00:10:05, outer veth " + eps[0].Outer + ")"},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--name", "lo"}, "netns " + other.Name + " already has an interface called lo (a device, not an xmacvlan endpoint)"},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--name", "way-too-long-name0"}, `invalid interface name "way-too-long-name0" (1-15 of A-Z a-z 0-9 _ . -)`},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--mtu", "9000"}, "MTU 9000 outside 68..1500 (the MTU of parent ens33)"},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--mtu", "67"}, "MTU 67 outside 68..1500 (the MTU of parent ens33)"},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--delivery", "dpdk"}, `invalid --delivery "dpdk": want skb or xdp`},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--host"}, "--host and --netns exclude each other"},
 	}
 	for _, tc := range cases {
 		out, err := h.cli(tc.args...)
-		if err == nil || !strings.Contains(out, tc.want) {
-			t.Errorf("xmacvlan %s:\n  exit %v, output %q\n  want a failure saying %q", strings.Join(tc.args, " "), err, strings.TrimSpace(out), tc.want)
+		if got := strings.TrimSpace(out); err == nil || got != "xmacvlan: "+tc.want {
+			t.Errorf("xmacvlan %s:\n  exit %v, output %q\n  want a failure saying %q", strings.Join(tc.args, " "), err, got, "xmacvlan: "+tc.want)
 		}
 		if after := state(); after != before {
 			t.Fatalf("xmacvlan %s changed state:\nbefore %s\nafter  %s", strings.Join(tc.args, " "), before, after)

@@ -187,6 +187,18 @@ func quiet(t *testing.T, ns *testutil.Netns) {
 	}
 }
 
+// lowerMTU sets the MTU of dev in ns to mtu if it is above it.
+func lowerMTU(t *testing.T, ns *testutil.Netns, dev string, mtu int) {
+	t.Helper()
+	l, err := ns.NL.LinkByName(dev)
+	if err == nil && l.Attrs().MTU > mtu {
+		err = ns.NL.LinkSetMTU(l, mtu)
+	}
+	if err != nil {
+		t.Fatalf("MTU of %s: %v", dev, err)
+	}
+}
+
 // settle waits until no counter has moved for 1.5 s and returns the
 // scrape: the switch's stack sends its IGMPv3 reports in the first second
 // or two after br0 gets its address, at random times.
@@ -258,6 +270,8 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPMode) {
 	payload := bytes.Repeat([]byte("xmv-counters."), 6) // 78 bytes
 	const size = 14 + 78                                // untagged frame
 	runt := append(append(append([]byte{}, a.ep.MAC...), far...), 0x81, 0x00, 0x00)
+	big := bytes.Repeat([]byte("xmv-too-big."), 100) // 1200 bytes
+	const bigSize = 14 + 1200
 	native := mode == loader.ModeNative
 
 	steps := []struct {
@@ -339,6 +353,15 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPMode) {
 		{"own broadcast reflected by the switch (bridge mode)",
 			func() { wire.send(t, frame(bcast, a.ep.MAC, q(10), payload)) },
 			expect{}.drop(tables.DropLooped, n, size+4)},
+		// Last: the parent's MTU stays lowered, as after `ip link set
+		// PARENT mtu 1400` under running endpoints.
+		{"frame longer than the parent's MTU from an endpoint",
+			func() {
+				lowerMTU(t, h.ns, h.parent, bigSize-14-1)
+				from[a].send(t, frame(far, a.ep.MAC, nil, big))
+			},
+			// The sender's tx counts before the parent is looked at.
+			expect{}.tx(a, "v10", n, bigSize).vlan("tx", 10, "v10", n, bigSize).drop(tables.DropTooBig, n, bigSize)},
 		// helper_failed (bpf_skb_vlan_push/pop or bpf_xdp_adjust_head
 		// failing) takes the kernel running out of memory: no frame can
 		// provoke it, and it is not faked here.
@@ -383,7 +406,9 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPMode) {
 	// Every reason the datapath has was counted above, but those real
 	// frames cannot produce. A new reason fails here until a frame for it
 	// is added to the steps (or it is shown to be unreachable).
-	unreachable := map[string]bool{"helper_failed": true, "runt": !native}
+	// no_parent takes deleting the parent, which would end this test:
+	// TestTxNoParent (bpf/) deletes one under the program.
+	unreachable := map[string]bool{"helper_failed": true, "runt": !native, "no_parent": true}
 	for _, r := range tables.DropReasons() {
 		if final[fmt.Sprintf("drops_total{reason=%s}", r)] == 0 && !unreachable[r.String()] {
 			t.Errorf("no frame of this test was dropped as %s: add one", r)

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net"
-	"regexp"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -14,25 +13,24 @@ import (
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
-var netNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,31}$`)
-
 func newNetworkCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "network", Short: "Create, delete and list networks (one VLAN on a parent)"}
 	cmd.AddCommand(newNetworkCreateCmd(g), newNetworkDeleteCmd(g), newNetworkListCmd(g))
 	return cmd
 }
 
-// parseVLAN reads --vlan: 1..4094. No --vlan is the untagged segment.
+// parseVLAN reads --vlan (endpoint.CheckVLAN). No --vlan, like 0, is the
+// untagged segment.
 func parseVLAN(s string) (uint16, error) {
 	if s == "" {
 		return 0, nil
 	}
 	v, err := strconv.Atoi(s)
 	if err != nil {
-		return 0, fmt.Errorf("invalid VLAN %q: want a number in 1..4094", s)
+		return 0, fmt.Errorf("invalid VLAN %q: want a number in 1..%d, or 0 for the untagged segment", s, tables.MaxVLAN)
 	}
-	if v < 1 || v > tables.MaxVLAN {
-		return 0, fmt.Errorf("invalid VLAN %d: want 1..4094 (omit --vlan for the untagged segment)", v)
+	if err := endpoint.CheckVLAN(v); err != nil {
+		return 0, err
 	}
 	return uint16(v), nil
 }
@@ -69,13 +67,13 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 	var parent, vlan, mode, subnet, gateway string
 	var mtu int
 	cmd := &cobra.Command{
-		Use:   "create NAME --parent IFACE [--vlan 1-4094]",
+		Use:   "create NAME --parent IFACE [--vlan 0-4094]",
 		Short: "Create a network: the untagged segment of a parent, or one VLAN on it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n := tables.Network{Name: args[0], MTU: mtu}
-			if !netNameRE.MatchString(n.Name) {
-				return fmt.Errorf("invalid network name %q (1-31 of A-Z a-z 0-9 _ . -)", n.Name)
+			if err := endpoint.CheckNetworkName(n.Name); err != nil {
+				return err
 			}
 			if parent == "" {
 				return fmt.Errorf("--parent is required")
@@ -96,9 +94,6 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 			if n.Gateway, err = parseIP("--gateway", gateway); err != nil {
 				return err
 			}
-			if n.Gateway != nil && (n.Subnet == nil || !n.Subnet.Contains(n.Gateway)) {
-				return fmt.Errorf("gateway %s is not inside --subnet %s", n.Gateway, subnet)
-			}
 			if err := createNetwork(g.root, parent, n); err != nil {
 				return err
 			}
@@ -111,7 +106,7 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&parent, "parent", "", "attached parent interface")
-	f.StringVar(&vlan, "vlan", "", "802.1Q VLAN 1-4094 (default: the untagged segment)")
+	f.StringVar(&vlan, "vlan", "", "802.1Q VLAN 1-4094; 0 or none: the untagged segment")
 	f.StringVar(&mode, "mode", "bridge", "bridge, private or vepa")
 	f.StringVar(&subnet, "subnet", "", "the network's subnet, e.g. 172.16.10.0/24")
 	f.StringVar(&gateway, "gateway", "", "default gateway for endpoints, inside --subnet")
@@ -125,30 +120,23 @@ func createNetwork(root, parent string, n tables.Network) error {
 		return err
 	}
 	defer h.Close()
+	s, err := h.Tables.Settings()
+	if err != nil {
+		return err
+	}
+	p, err := netlink.LinkByIndex(s.ParentIfindex)
+	if err != nil {
+		return fmt.Errorf("parent %s: %w", parent, err)
+	}
+	if err := endpoint.CheckNetwork(n, endpoint.Parent{Name: parent, MAC: p.Attrs().HardwareAddr, MTU: p.Attrs().MTU}); err != nil {
+		return err
+	}
 	nets, err := h.Networks()
 	if err != nil {
 		return err
 	}
-	for _, other := range nets {
-		if other.Name == n.Name {
-			return fmt.Errorf("a network called %s exists already (on %s, %s)", n.Name, other.Parent, vlanName(other.VLAN))
-		}
-		if other.Parent == parent && other.VLAN == n.VLAN {
-			return fmt.Errorf("%s on %s is network %s already", vlanName(n.VLAN), parent, other.Name)
-		}
-	}
-	if n.MTU != 0 {
-		s, err := h.Tables.Settings()
-		if err != nil {
-			return err
-		}
-		p, err := netlink.LinkByIndex(s.ParentIfindex)
-		if err != nil {
-			return fmt.Errorf("parent %s: %w", parent, err)
-		}
-		if n.MTU < 68 || n.MTU > p.Attrs().MTU {
-			return fmt.Errorf("MTU %d outside 68..%d (the parent's MTU)", n.MTU, p.Attrs().MTU)
-		}
+	if err := endpoint.CheckNetworkFree(n, parent, nets); err != nil {
+		return err
 	}
 	return h.Tables.AddNetwork(n)
 }
