@@ -125,6 +125,9 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if d.upgradedSettings { // an older build recorded no mode: its pins tell
+		settings.Generic = !exists(filepath.Join(dir, state.PinXDPLink)) && exists(filepath.Join(dir, state.PinRxTCLink))
+	}
 	// Attached before: keep the mode it had, never downgrade silently.
 	var recorded *XDPMode
 	if d.reused[tables.SettingsName] && settings.ParentIfindex != 0 {
@@ -180,6 +183,12 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if d.upgradedSettings {
+		if err := upgradeSettingsPin(&t, dir, d); err != nil {
+			return nil, err
+		}
+		res.Notes = append(res.Notes, "settings carried over to this build's layout")
 	}
 	if err := failpoint("after-pins"); err != nil {
 		return nil, err
@@ -422,4 +431,20 @@ func keepTagsInFrame(t *txn, parent string, wasOurs bool) (note string, turnedOf
 	}
 	t.rollback.push(func() { ethtool.SetRxVLANOffload(parent, true) })
 	return "rx-vlan offload: turned off so that XDP sees VLAN tags (restored on detach)", true, nil
+}
+
+// upgradeSettingsPin pins the settings in this build's layout in place of
+// an older build's; rollback pins the old table back.
+func upgradeSettingsPin(t *txn, dir string, d *Datapath) error {
+	pin := filepath.Join(dir, tables.SettingsName)
+	old, err := ebpf.LoadPinnedMap(pin, nil)
+	if err != nil {
+		return fmt.Errorf("open pinned settings: %w", err)
+	}
+	t.finally.push(func() { old.Close() })
+	if err := replacePin(pin, d.Tables.Maps().XmvSettings); err != nil {
+		return err
+	}
+	t.rollback.push(func() { replacePin(pin, old) })
+	return nil
 }

@@ -23,6 +23,9 @@ type Datapath struct {
 	Programs bpf.XmacvlanPrograms
 	spec     *ebpf.CollectionSpec
 	reused   map[string]bool // tables that were pinned already
+	// upgradedSettings: the pinned settings had an older build's layout;
+	// Tables holds them in this build's, to be pinned in their place.
+	upgradedSettings bool
 }
 
 // Load loads the datapath with fresh, empty tables.
@@ -40,8 +43,10 @@ func LoadPinned(dir string) (*Datapath, error) {
 }
 
 // loadReusing loads the datapath, reusing the tables pinned in dir where
-// they exist. A pinned table whose layout differs from this build's is an
-// error: its entries cannot be carried over silently.
+// they exist. The settings of an older build are carried over to this
+// build's layout in a new table (d.upgradedSettings, pinned by attach in
+// place of the old one). Another pinned table whose layout differs from
+// this build's is an error: its entries cannot be carried over silently.
 func loadReusing(dir string) (*Datapath, error) {
 	pinned, err := tables.OpenPinnedSome(dir)
 	if err != nil {
@@ -52,12 +57,25 @@ func loadReusing(dir string) (*Datapath, error) {
 			m.Close()
 		}
 	}()
+	var upgraded *ebpf.Map
+	if old := pinned[tables.SettingsName]; old != nil {
+		if upgraded, err = tables.UpgradeSettings(old); err != nil {
+			return nil, err
+		}
+		if upgraded != nil {
+			pinned[tables.SettingsName] = upgraded
+			old.Close()
+		}
+	}
 	d, err := load(pinned)
 	if err != nil {
 		return nil, err
 	}
 	for name := range pinned {
 		d.reused[name] = true
+	}
+	if upgraded != nil {
+		d.upgradedSettings = true
 	}
 	return d, nil
 }

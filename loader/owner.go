@@ -48,7 +48,7 @@ func checkNetns(root *state.Root, only string, cookie uint64) error {
 		s, err := tbl.Settings()
 		tbl.Close()
 		if err != nil {
-			return err
+			continue // an older build's layout: it recorded no namespace
 		}
 		if s.NetnsCookie != 0 && s.NetnsCookie != cookie {
 			return fmt.Errorf("%s belongs to another network namespace: %s was attached there "+

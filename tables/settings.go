@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/xmacvlan/xmacvlan/bpf"
 )
 
@@ -56,4 +58,38 @@ func (t *Tables) SetSettings(s Settings) error {
 		return fmt.Errorf("write settings: %w", err)
 	}
 	return nil
+}
+
+// UpgradeSettings carries the settings of an older build over to this
+// build's layout: fields are only ever added at the end of struct settings
+// (bpf/types.h), so an older value is a prefix of the new one. It returns
+// a new, unpinned map holding the old value, or nil when old has this
+// build's layout already; an old map of another shape is an error.
+func UpgradeSettings(old *ebpf.Map) (*ebpf.Map, error) {
+	spec, err := bpf.LoadXmacvlan()
+	if err != nil {
+		return nil, err
+	}
+	ms := spec.Maps[SettingsName]
+	if old.ValueSize() == ms.ValueSize {
+		return nil, nil
+	}
+	if old.Type() != ms.Type || old.KeySize() != ms.KeySize || old.MaxEntries() != ms.MaxEntries || old.ValueSize() > ms.ValueSize {
+		return nil, fmt.Errorf("pinned table %s has an unknown layout (%s, value %d bytes)", SettingsName, old.Type(), old.ValueSize())
+	}
+	raw := make([]byte, old.ValueSize())
+	if err := old.Lookup(uint32(0), raw); err != nil {
+		return nil, fmt.Errorf("read settings: %w", err)
+	}
+	m, err := ebpf.NewMap(ms)
+	if err != nil {
+		return nil, err
+	}
+	value := make([]byte, ms.ValueSize)
+	copy(value, raw)
+	if err := m.Update(uint32(0), value, 0); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("write settings: %w", err)
+	}
+	return m, nil
 }

@@ -280,3 +280,55 @@ func TestAttachedProgramsUsePinnedTables(t *testing.T) {
 		}
 	}
 }
+
+// State pinned by the build before the settings grew (12-byte values) is
+// carried over by attach, endpoints and all, not refused.
+func TestAttachUpgradesOlderSettings(t *testing.T) {
+	l := newLab(t)
+	h := l.host()
+	h.attach("")
+	h.network("lan", 0, tables.Bridge)
+	c := h.container("lan", "", "10.0.0.2/24", false)
+	var before tables.Settings
+	h.tables(func(tb *tables.Tables) (err error) { before, err = tb.Settings(); return err })
+
+	pin := filepath.Join(h.root, h.parent, tables.SettingsName)
+	cur, err := ebpf.LoadPinnedMap(pin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := make([]byte, cur.ValueSize())
+	if err := cur.Lookup(uint32(0), value); err != nil {
+		t.Fatal(err)
+	}
+	cur.Close()
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 12, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := old.Update(uint32(0), value[:12], 0); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(pin)
+	if err := old.Pin(pin); err != nil {
+		t.Fatal(err)
+	}
+
+	res, err := h.tryAttach(loader.AttachOptions{})
+	if err != nil {
+		t.Fatalf("attach over an older build's settings: %v", err)
+	}
+	if !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.Contains(n, "carried over") }) {
+		t.Errorf("notes %q do not say the settings were carried over", res.Notes)
+	}
+	var after tables.Settings
+	h.tables(func(tb *tables.Tables) (err error) { after, err = tb.Settings(); return err })
+	if after.ParentIfindex != before.ParentIfindex || after.ParentMAC.String() != before.ParentMAC.String() ||
+		after.RestoreRxVLAN != before.RestoreRxVLAN || after.NetnsCookie != before.NetnsCookie {
+		t.Errorf("settings after the upgrade %+v, before %+v", after, before)
+	}
+	if err := ping(l.sw, c.ip); err != nil {
+		t.Errorf("wire -> endpoint after the upgrade: %v", err)
+	}
+}
