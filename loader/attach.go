@@ -211,6 +211,7 @@ type attachRun struct {
 	res     *AttachResult
 	tables  map[ebpf.MapID]string
 	replace bool
+	checked map[ebpf.ProgramID]bool // programs usesTables has looked at
 }
 
 // attachXDP attaches the receive program in native mode, or upgrades the

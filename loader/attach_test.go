@@ -6,12 +6,15 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
+	"github.com/xmacvlan/xmacvlan/internal/state"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
@@ -145,5 +148,58 @@ func TestAttachRollsBackOnFailure(t *testing.T) {
 				t.Errorf("networks after failed runs: %+v", n)
 			}
 		}
+	}
+}
+
+// Readers (status, stats, a Prometheus scrape) go on while a writer holds
+// the root for endpoint changes, and wait only for attach/detach.
+func TestReadersDoNotWaitForChanges(t *testing.T) {
+	testutil.Privileged(t)
+	ns := testutil.NewNetns(t, "xl")
+	if err := ns.NL.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ens33"}, PeerName: "wire"}); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := ns.NL.LinkByName("ens33")
+	ns.NL.LinkSetUp(l)
+	root := filepath.Join("/sys/fs/bpf", testutil.Name("xt"))
+	t.Cleanup(func() {
+		ns.Do(func() error { return Detach(root, "ens33", true) })
+		os.RemoveAll(root)
+	})
+	err := ns.Do(func() error {
+		_, err := Attach(AttachOptions{Root: root, Parent: "ens33"})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(old time.Duration) { state.LockTimeout = old }(state.LockTimeout)
+	state.LockTimeout = 200 * time.Millisecond
+
+	err = ns.Do(func() error {
+		h, err := Open(root, "ens33") // an endpoint add in progress
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		if _, err := Snapshots(root, ""); err != nil {
+			return fmt.Errorf("stats during a change: %w", err)
+		}
+		if st, err := Status(root, ""); err != nil || len(st) != 1 || st[0].Error != "" {
+			return fmt.Errorf("status during a change: %+v, %v", st, err)
+		}
+		if _, err := Networks(root); err != nil {
+			return fmt.Errorf("network list during a change: %w", err)
+		}
+		if _, err := Open(root, "ens33"); err == nil || !strings.Contains(err.Error(), "(pid ") {
+			return fmt.Errorf("a second writer: %v; want it to wait, then name the holder", err)
+		}
+		if _, err := Attach(AttachOptions{Root: root, Parent: "ens33"}); err == nil {
+			return errors.New("attach did not wait for the writer")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
 	}
 }

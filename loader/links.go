@@ -115,6 +115,23 @@ func mapName(id ebpf.MapID) (string, error) {
 	return info.Name, nil
 }
 
+// usesTables is usesTables for the run's tables, once per program (every
+// endpoint link runs the same one).
+func (a *attachRun) usesTables(pi *ebpf.ProgramInfo) (bool, error) {
+	id, _ := pi.ID()
+	if ok, seen := a.checked[id]; seen {
+		return ok, nil
+	}
+	ok, err := usesTables(pi, a.tables)
+	if err == nil {
+		if a.checked == nil {
+			a.checked = map[ebpf.ProgramID]bool{}
+		}
+		a.checked[id] = ok
+	}
+	return ok, err
+}
+
 // upgradeLink swaps the program of the live link pinned at pin, atomically
 // (BPF_LINK_UPDATE: no moment without a program), if it differs, if it
 // reads tables other than the run's, or with --replace. Rollback swaps
@@ -125,7 +142,7 @@ func (a *attachRun) upgradeLink(pin string, l link.Link, prog *ebpf.Program) err
 		return fmt.Errorf("inspect %s: %w", pin, err)
 	}
 	a.t.finally.push(func() { old.Close() })
-	current, err := usesTables(oldInfo, a.tables)
+	current, err := a.usesTables(oldInfo)
 	if err != nil {
 		return fmt.Errorf("inspect %s: %w", pin, err)
 	}
