@@ -186,8 +186,8 @@ func adoptTables(t *txn, dir string, res *AttachResult) error {
 		}
 	}
 	for _, pin := range pins {
-		ids := liveLinkMaps(filepath.Join(dir, pin))
-		for _, id := range ids {
+		var adopted []string
+		for _, id := range liveLinkMaps(filepath.Join(dir, pin)) {
 			m, err := ebpf.NewMapFromID(id)
 			if err != nil {
 				continue
@@ -204,8 +204,12 @@ func adoptTables(t *txn, dir string, res *AttachResult) error {
 				return fmt.Errorf("pin table %s again: %w", info.Name, err)
 			}
 			t.rollback.push(func() { os.Remove(pinPath) })
-			res.Notes = append(res.Notes, fmt.Sprintf("table %s had lost its pin: pinned again the one %s runs on", info.Name, pin))
+			adopted = append(adopted, info.Name)
 			missing = slices.DeleteFunc(missing, func(n string) bool { return n == info.Name })
+		}
+		if len(adopted) > 0 {
+			res.Notes = append(res.Notes, fmt.Sprintf("tables without a pin (a killed attach or a removed pin): pinned again those %s runs on: %s",
+				pin, strings.Join(adopted, ", ")))
 		}
 		if len(missing) == 0 {
 			return nil
