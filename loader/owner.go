@@ -76,14 +76,25 @@ func checkNetnsOf(root *state.Root, parent string) error {
 func checkOneDatapath(root *state.Root, parent string, ifindex int) error {
 	ours := map[ebpf.ProgramID]bool{}
 	for _, pin := range []string{state.PinXDPLink, state.PinRxTCLink, state.PinHostTxLink} {
-		if l, err := link.LoadPinnedLink(root.Pin(parent, pin), nil); err == nil {
-			if p, pi, err := linkProgram(l); err == nil {
-				id, _ := pi.ID()
-				ours[id] = true
-				p.Close()
-			}
-			l.Close()
+		l, _, err := pinnedLink(root.Pin(parent, pin), ifindex)
+		if err != nil || l == nil {
+			continue
 		}
+		if elsewhere := linkTarget(l); elsewhere != 0 && elsewhere != ifindex {
+			l.Close()
+			name := fmt.Sprintf("ifindex %d", elsewhere)
+			if nl, err := netlink.LinkByIndex(elsewhere); err == nil {
+				name = nl.Attrs().Name
+			}
+			return fmt.Errorf("the datapath attached as %s runs on %s now (renamed since?), not on this %s; "+
+				"detach it first: `xmacvlan detach %s`", parent, name, parent, parent)
+		}
+		if p, pi, err := linkProgram(l); err == nil {
+			id, _ := pi.ID()
+			ours[id] = true
+			p.Close()
+		}
+		l.Close()
 	}
 	var attached []ebpf.ProgramID
 	if nl, err := netlink.LinkByIndex(ifindex); err == nil {
@@ -184,4 +195,19 @@ func parentName(dir string, s tables.Settings) (string, bool) {
 		return "", false
 	}
 	return nl.Attrs().Name, true
+}
+
+// linkTarget is the ifindex a live XDP or tcx link drives (0: defunct).
+func linkTarget(l link.Link) int {
+	info, err := l.Info()
+	if err != nil {
+		return 0
+	}
+	switch {
+	case info.XDP() != nil:
+		return int(info.XDP().Ifindex)
+	case info.TCX() != nil:
+		return int(info.TCX().Ifindex)
+	}
+	return 0
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
 	"github.com/xmacvlan/xmacvlan/internal/state"
@@ -141,6 +142,21 @@ func TestOneDatapathPerNIC(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "attached as ens33") {
 		t.Errorf("attach of the renamed parent: %v; want a refusal naming ens33", err)
+	}
+	// A new NIC under the old name does not take the datapath away.
+	if err := h.ns.NL.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: h.parent}, PeerName: "newpeer"}); err != nil {
+		t.Fatal(err)
+	}
+	up(t, h.ns, h.parent)
+	err = h.ns.Do(func() error {
+		_, err := loader.Attach(loader.AttachOptions{Root: h.root, Parent: h.parent})
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "runs on lan0") {
+		t.Errorf("attach of a new NIC under the old name: %v; want a refusal naming lan0", err)
+	}
+	if x := mustLink(t, h.ns, "lan0").Attrs().Xdp; x == nil || !x.Attached {
+		t.Error("the refused attach took the XDP program off lan0")
 	}
 	if err := h.ns.Do(func() error { return loader.Detach(h.root, h.parent, true) }); err != nil {
 		t.Fatalf("detach ens33 (now lan0): %v", err)
