@@ -339,7 +339,7 @@ func Clean() error {
 		errs = append(errs, err)
 	}
 	for _, name := range namespaces() {
-		if err := netns.DeleteNamed(name); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOENT) {
+		if err := nsutil.DeleteNamed(name); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("delete netns %s: %w", name, err))
 		}
 	}
