@@ -81,7 +81,7 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 		return nil, fmt.Errorf("unknown parent %q: %w", opts.Parent, err)
 	}
 	ifindex := parent.Attrs().Index
-	res = &AttachResult{Parent: opts.Parent, Ifindex: ifindex}
+	res = &AttachResult{Parent: opts.Parent, Ifindex: ifindex, Upgraded: []string{}, Notes: []string{}} // lists, never null, in JSON
 	dir := filepath.Join(opts.Root, opts.Parent)
 
 	var t txn
