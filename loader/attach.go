@@ -94,7 +94,7 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 	if err := checkOneDatapath(root, opts.Parent, ifindex); err != nil {
 		return nil, err
 	}
-	res = &AttachResult{Parent: opts.Parent, Ifindex: ifindex}
+	res = &AttachResult{Parent: opts.Parent, Ifindex: ifindex, Upgraded: []string{}, Notes: []string{}} // lists, never null, in JSON
 	dir := root.ParentDir(opts.Parent)
 
 	var t txn

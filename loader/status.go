@@ -72,7 +72,7 @@ func Status(root, only string) ([]ParentStatus, error) {
 }
 
 func parentStatus(dir string) ParentStatus {
-	st := ParentStatus{Parent: filepath.Base(dir), XDPMode: "none"}
+	st := ParentStatus{Parent: filepath.Base(dir), XDPMode: "none", Links: []LinkStatus{}, Tables: []TableStatus{}} // [] not null in JSON
 	tables, err := tables.OpenPinned(dir)
 	if err != nil {
 		st.Error = err.Error()

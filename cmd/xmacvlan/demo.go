@@ -32,9 +32,17 @@ func newDemoCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			// Stop and clean up on Ctrl-C, kill, a closed terminal, and a
+			// reader that went away (`xmacvlan demo | head`): with SIGPIPE
+			// caught, a write to the closed pipe fails with EPIPE instead
+			// of killing the process with the topology still up.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
 			defer stop()
-			return demo.Run(ctx, demo.Options{Out: cmd.OutOrStdout(), Keep: keep, Self: self})
+			err = demo.Run(ctx, demo.Options{Out: cmd.OutOrStdout(), Keep: keep, Self: self})
+			if err != nil && ctx.Err() != nil {
+				return fmt.Errorf("demo stopped by a signal (%v)", err)
+			}
+			return err
 		},
 	}
 	cmd.Flags().BoolVar(&keep, "keep", false, "leave the topology up to explore")

@@ -41,8 +41,8 @@ var hosts = []struct {
 	n    int // last octet, as in the tutorial's .11 / .12
 }{{"docker01", 11}, {"docker02", 12}}
 
-// namespaces lists every namespace the demo creates, in creation order.
-func namespaces() []string {
+// Namespaces lists every namespace the demo creates, in creation order.
+func Namespaces() []string {
 	out := []string{nsSwitch}
 	for _, h := range hosts {
 		out = append(out, h.name, h.name+"-bbox10", h.name+"-bbox20")
@@ -65,7 +65,7 @@ type run struct {
 // Run builds the topology, shows the results and, unless Keep, removes
 // everything again (also when it fails or ctx is cancelled).
 func Run(ctx context.Context, o Options) (err error) {
-	for _, name := range namespaces() {
+	for _, name := range Namespaces() {
 		if _, err := os.Stat("/var/run/netns/" + name); err == nil {
 			return fmt.Errorf("network namespace %s exists already: a demo is up (xmacvlan demo --clean removes it) or the name is taken", name)
 		}
@@ -103,7 +103,7 @@ func (r *run) say(format string, args ...any) { fmt.Fprintf(r.Out, format+"\n", 
 // build creates the namespaces and wires, then runs the tutorial's steps
 // with the xmacvlan CLI.
 func (r *run) build(ctx context.Context) error {
-	for _, name := range namespaces() {
+	for _, name := range Namespaces() {
 		h, err := nsutil.NewNamed(name)
 		if err != nil {
 			return err
@@ -338,8 +338,8 @@ func Clean() error {
 	if err := os.RemoveAll(Root); err != nil {
 		errs = append(errs, err)
 	}
-	for _, name := range namespaces() {
-		if err := netns.DeleteNamed(name); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOENT) {
+	for _, name := range Namespaces() {
+		if err := nsutil.DeleteNamed(name); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("delete netns %s: %w", name, err))
 		}
 	}

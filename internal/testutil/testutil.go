@@ -74,14 +74,14 @@ func NewNetns(t testing.TB, prefix string) *Netns {
 	nl, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		ns.Close()
-		netns.DeleteNamed(name)
+		nsutil.DeleteNamed(name)
 		t.Fatalf("netlink in %s: %v", name, err)
 	}
 	n := &Netns{Name: name, Handle: ns, NL: nl}
 	t.Cleanup(func() {
 		nl.Close()
 		ns.Close()
-		netns.DeleteNamed(name)
+		nsutil.DeleteNamed(name)
 	})
 	return n
 }

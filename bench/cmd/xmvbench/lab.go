@@ -90,7 +90,7 @@ func newNS(name string) (*ns, error) {
 	nl, err := netlink.NewHandleAt(h)
 	if err != nil {
 		h.Close()
-		netns.DeleteNamed(name)
+		nsutil.DeleteNamed(name)
 		return nil, err
 	}
 	return &ns{name: name, h: h, nl: nl}, nil
@@ -100,7 +100,7 @@ func newNS(name string) (*ns, error) {
 func (n *ns) close() error {
 	n.nl.Close()
 	n.h.Close()
-	return netns.DeleteNamed(n.name)
+	return nsutil.DeleteNamed(n.name)
 }
 
 // lab is the topology: a wire namespace whose veth feeds the parent in a
@@ -273,7 +273,7 @@ func sweep() []string {
 			}
 			var err error
 			if dir == netnsDir {
-				err = netns.DeleteNamed(e.Name())
+				err = nsutil.DeleteNamed(e.Name())
 			} else {
 				err = os.RemoveAll(filepath.Join(dir, e.Name()))
 			}
