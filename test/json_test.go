@@ -66,7 +66,7 @@ func TestJSONGolden(t *testing.T) {
 }
 
 // varying are the fields whose values differ between runs.
-var varying = regexp.MustCompile(`(?m)^(\s*"(?:ifindex|outer_ifindex|parent_ifindex|link_id|program_id|tag|netns_ino|time|outer)": )("[^"]*"|\d+)`)
+var varying = regexp.MustCompile(`(?m)^(\s*"(?:ifindex|outer_ifindex|parent_ifindex|link_id|program_id|tag|netns_ino|netns_cookie|time|outer)": )("[^"]*"|\d+)`)
 
 // endpointLinkPin is an endpoint's link pin, named by its ifindex.
 var endpointLinkPin = regexp.MustCompile(`"link_ep_\d+"`)
