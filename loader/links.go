@@ -95,7 +95,7 @@ func usesTables(pi *ebpf.ProgramInfo, tables map[ebpf.MapID]string) (bool, error
 		if err != nil {
 			return false, err
 		}
-		if strings.HasPrefix(name, "xmv_") {
+		if strings.HasPrefix(name, objectPrefix) {
 			return false, nil
 		}
 	}

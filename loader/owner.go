@@ -15,6 +15,10 @@ import (
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
+// objectPrefix starts the name of every program and map of the datapath
+// (bpf/xmacvlan.c), as the kernel reports them.
+const objectPrefix = "xmv_"
+
 // netnsCookie identifies the caller's network namespace: SO_NETNS_COOKIE
 // (linux 5.14) of a socket made here, unique for the boot and never
 // reused, unlike the namespace's inode number.
@@ -121,7 +125,7 @@ func checkOneDatapath(root *state.Root, parent string, ifindex int) error {
 		}
 		pi, err := p.Info()
 		p.Close()
-		if err != nil || !strings.HasPrefix(pi.Name, "xmv_") {
+		if err != nil || !strings.HasPrefix(pi.Name, objectPrefix) {
 			continue // not ours to judge; attaching next to it fails or works on its own terms
 		}
 		return fmt.Errorf("%s already carries an xmacvlan datapath (program %s, id %d) %s; "+
@@ -137,7 +141,7 @@ func ownerOf(pi *ebpf.ProgramInfo, root *state.Root) string {
 	ids, _ := pi.MapIDs()
 	mine := map[string]ebpf.MapID{}
 	for _, id := range ids {
-		if name, err := mapName(id); err == nil && strings.HasPrefix(name, "xmv_") {
+		if name, err := mapName(id); err == nil && strings.HasPrefix(name, objectPrefix) {
 			mine[name] = id
 		}
 	}

@@ -2,9 +2,9 @@
 //
 // The Collector reads the pinned per-CPU tables when Prometheus scrapes:
 // there is no polling loop and no cache. Every scrape opens the pins afresh
-// under the loader's lock (loader.Snapshots), so endpoints, networks and
-// whole parents may come and go between scrapes, and a scrape never sees
-// one of them half added. A scrape that cannot read everything reports no
+// under the state root's shared lock (loader.Snapshots): it never waits for
+// an endpoint change, only for attach and detach, and endpoints, networks
+// and whole parents may come and go between scrapes. A scrape that cannot read everything reports no
 // counter at all, only xmacvlan_scrape_errors_total: Prometheus then keeps
 // the last good values instead of storing a partial set.
 package metrics

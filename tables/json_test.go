@@ -23,7 +23,7 @@ func TestJSONForms(t *testing.T) {
 		{Endpoint{Ifindex: 7, ID: 2, VLAN: 10, MAC: mac, Netns: "c1", NetnsIno: 42, Ifname: "eth0", IP: ip}, &Endpoint{},
 			`{"ifindex":7,"id":2,"vlan":10,"xdp_delivery":false,"host":false,"netns":"c1","netns_ino":42,"ifname":"eth0","mac":"02:00:00:00:05:11","ip":"10.0.0.5/24"}`},
 		{Settings{ParentIfindex: 3, ParentMAC: mac, Hairpin: true}, &Settings{},
-			`{"parent_ifindex":3,"hairpin":true,"restore_rx_vlan":false,"parent_mac":"02:00:00:00:05:11"}`},
+			`{"parent_ifindex":3,"hairpin":true,"restore_rx_vlan":false,"generic":false,"netns_cookie":0,"parent_mac":"02:00:00:00:05:11"}`},
 	} {
 		got, err := json.Marshal(tc.v)
 		if err != nil {

@@ -3,8 +3,10 @@ package tables
 import "fmt"
 
 // Snapshot is every counter of one parent with the networks and endpoints
-// they belong to, read in one pass. It only reads; the caller holds the
-// loader's lock so that no endpoint comes or goes halfway through.
+// they belong to, read in one pass. It only reads, and it may run while an
+// endpoint comes or goes (readers do not wait for writers): each network's
+// Members is then the number of endpoints this read listed on it, so that
+// one snapshot always agrees with itself.
 type Snapshot struct {
 	Networks  []Network          // ordered by VLAN
 	Endpoints []EndpointCounters // ordered by VLAN, then ID
@@ -37,6 +39,13 @@ func (t *Tables) Snapshot() (Snapshot, error) {
 	eps, err := t.Endpoints()
 	if err != nil {
 		return Snapshot{}, err
+	}
+	onVLAN := map[uint16]int{}
+	for _, ep := range eps {
+		onVLAN[ep.VLAN]++
+	}
+	for i := range s.Networks {
+		s.Networks[i].Members = onVLAN[s.Networks[i].VLAN]
 	}
 	s.Endpoints = make([]EndpointCounters, 0, len(eps))
 	for _, ep := range eps {

@@ -103,7 +103,7 @@ type eventStatsJSON struct {
 	Rate        *countRateJSON `json:"rate,omitempty"`
 }
 
-// minWatchInterval keeps --watch from hammering the loader's lock.
+// minWatchInterval keeps --watch from hammering the state root's lock.
 const minWatchInterval = 100 * time.Millisecond
 
 func newStatsCmd(g *globals) *cobra.Command {
