@@ -70,9 +70,9 @@ func (a parentState) equal(b parentState) bool {
 	}()
 }
 
-// A run that fails at any step leaves the parent exactly as it found it:
-// unattached, or attached with the old programs and tables.
-func TestAttachRollsBackOnFailure(t *testing.T) {
+// newParent makes a namespace with parent ens33 (a veth whose peer is in
+// another namespace) and a state root, both removed after the test.
+func newParent(t *testing.T) (*testutil.Netns, string) {
 	testutil.Privileged(t)
 	ns := testutil.NewNetns(t, "xl")
 	peer := testutil.NewNetns(t, "xl")
@@ -87,6 +87,13 @@ func TestAttachRollsBackOnFailure(t *testing.T) {
 		ns.Do(func() error { return Detach(root, "ens33", true) })
 		os.RemoveAll(root)
 	})
+	return ns, root
+}
+
+// A run that fails at any step leaves the parent exactly as it found it:
+// unattached, or attached with the old programs and tables.
+func TestAttachRollsBackOnFailure(t *testing.T) {
+	ns, root := newParent(t)
 	attach := func(opts AttachOptions) error {
 		opts.Root, opts.Parent = root, "ens33"
 		return ns.Do(func() error { _, err := Attach(opts); return err })
@@ -154,18 +161,7 @@ func TestAttachRollsBackOnFailure(t *testing.T) {
 // Readers (status, stats, a Prometheus scrape) go on while a writer holds
 // the root for endpoint changes, and wait only for attach/detach.
 func TestReadersDoNotWaitForChanges(t *testing.T) {
-	testutil.Privileged(t)
-	ns := testutil.NewNetns(t, "xl")
-	if err := ns.NL.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ens33"}, PeerName: "wire"}); err != nil {
-		t.Fatal(err)
-	}
-	l, _ := ns.NL.LinkByName("ens33")
-	ns.NL.LinkSetUp(l)
-	root := filepath.Join("/sys/fs/bpf", testutil.Name("xt"))
-	t.Cleanup(func() {
-		ns.Do(func() error { return Detach(root, "ens33", true) })
-		os.RemoveAll(root)
-	})
+	ns, root := newParent(t)
 	err := ns.Do(func() error {
 		_, err := Attach(AttachOptions{Root: root, Parent: "ens33"})
 		return err

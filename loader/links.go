@@ -40,18 +40,8 @@ func pinnedLink(pin string, ifindex int) (l link.Link, alive bool, err error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("open pinned link %s: %w", pin, err)
 	}
-	info, err := l.Info()
-	if err != nil {
-		return l, false, nil
-	}
-	var target uint32
-	switch {
-	case info.XDP() != nil:
-		target = info.XDP().Ifindex
-	case info.TCX() != nil:
-		target = info.TCX().Ifindex
-	}
-	return l, target != 0 && int(target) == ifindex, nil
+	target := linkTarget(l)
+	return l, target != 0 && target == ifindex, nil
 }
 
 // linkProgram is the program a link runs now.
@@ -226,14 +216,7 @@ func liveLinkMaps(pin string) []ebpf.MapID {
 		return nil
 	}
 	defer l.Close()
-	info, err := l.Info()
-	if err != nil {
-		return nil
-	}
-	switch {
-	case info.XDP() != nil && info.XDP().Ifindex != 0:
-	case info.TCX() != nil && info.TCX().Ifindex != 0:
-	default:
+	if linkTarget(l) == 0 {
 		return nil
 	}
 	p, pi, err := linkProgram(l)

@@ -57,7 +57,7 @@ func TestReattachReplacesProgramsOnOtherTables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, pin := range []string{"link_rx_xdp", "link_rx_tc"} {
+	for _, pin := range []string{state.PinXDPLink, state.PinRxTCLink} {
 		if !slices.Contains(res.Upgraded, pin) {
 			t.Errorf("re-attach kept %s on tables that are not pinned: %+v", pin, res)
 		}
@@ -182,7 +182,7 @@ func TestReattachRestoresLostLinks(t *testing.T) {
 	h.network("lan", 0, tables.Bridge)
 	c := h.container("lan", "", "10.0.0.2/24", false)
 	dir := filepath.Join(h.root, h.parent)
-	for _, pin := range []string{"link_rx_xdp", state.EndpointLinkPin(c.ep.Ifindex)} {
+	for _, pin := range []string{state.PinXDPLink, state.EndpointLinkPin(c.ep.Ifindex)} {
 		if err := os.Remove(filepath.Join(dir, pin)); err != nil {
 			t.Fatal(err)
 		}
