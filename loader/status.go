@@ -18,14 +18,17 @@ import (
 
 // ParentStatus is what `xmacvlan status` reports for one parent.
 type ParentStatus struct {
-	Parent   string           `json:"parent"`
-	Ifindex  int              `json:"ifindex"`
-	Present  bool             `json:"present"` // the interface exists here with that ifindex
-	XDPMode  XDPMode          `json:"xdp_mode"`
-	Hairpin  bool             `json:"hairpin"`
-	Links    []LinkStatus     `json:"links"`
-	Tables   []TableStatus    `json:"tables"`
-	Settings *tables.Settings `json:"settings,omitempty"`
+	Parent  string `json:"parent"`
+	Ifindex int    `json:"ifindex"`
+	Present bool   `json:"present"` // the interface exists here with that ifindex
+	// RenamedTo is the parent's name now, when it was renamed since
+	// attach (found by its ifindex and the links on it).
+	RenamedTo string           `json:"renamed_to,omitempty"`
+	XDPMode   XDPMode          `json:"xdp_mode"`
+	Hairpin   bool             `json:"hairpin"`
+	Links     []LinkStatus     `json:"links"`
+	Tables    []TableStatus    `json:"tables"`
+	Settings  *tables.Settings `json:"settings,omitempty"`
 	// How the parent accepts the endpoints' MACs: its promiscuity count
 	// (0 = not promiscuous) and the unicast addresses it filters on.
 	Promiscuity int    `json:"promiscuity"`
@@ -79,12 +82,16 @@ func parentStatus(dir string) ParentStatus {
 		return st
 	}
 	defer tables.Close()
+	name := st.Parent
 	if s, err := tables.Settings(); err == nil {
 		st.Settings = &s
 		st.Ifindex = s.ParentIfindex
 		st.Hairpin = s.Hairpin
+		if now, ok := parentName(dir, s); ok && now != st.Parent {
+			st.RenamedTo, name = now, now
+		}
 	}
-	if l, err := netlink.LinkByName(st.Parent); err == nil && l.Attrs().Index == st.Ifindex {
+	if l, err := netlink.LinkByName(name); err == nil && l.Attrs().Index == st.Ifindex {
 		st.Present = true
 		st.Promiscuity = l.Attrs().Promisc
 		st.UnicastMACs = unicastMACs(st.Ifindex)

@@ -143,6 +143,11 @@ func TestOneDatapathPerNIC(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "attached as ens33") {
 		t.Errorf("attach of the renamed parent: %v; want a refusal naming ens33", err)
 	}
+	var st []loader.ParentStatus
+	h.ns.Do(func() (err error) { st, err = loader.Status(h.root, ""); return err })
+	if len(st) != 1 || !st[0].Present || st[0].RenamedTo != "lan0" || st[0].XDPMode != loader.ModeNative {
+		t.Errorf("status of the renamed parent: %+v; want ens33 present as lan0 with native XDP", st)
+	}
 	// A new NIC under the old name does not take the datapath away.
 	if err := h.ns.NL.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: h.parent}, PeerName: "newpeer"}); err != nil {
 		t.Fatal(err)

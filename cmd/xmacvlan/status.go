@@ -50,6 +50,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 func printStatus(cmd *cobra.Command, st loader.ParentStatus) {
 	w := cmd.OutOrStdout()
 	presence := ""
+	if st.RenamedTo != "" {
+		presence = fmt.Sprintf("  (renamed to %s since attach)", st.RenamedTo)
+	}
 	if !st.Present {
 		presence = "  (interface not found in this network namespace)"
 	}
