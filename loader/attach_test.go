@@ -81,7 +81,7 @@ func TestAttachRollsBackOnFailure(t *testing.T) {
 	ns.NL.LinkSetUp(l)
 	root := filepath.Join("/sys/fs/bpf", testutil.Name("xt"))
 	t.Cleanup(func() {
-		ns.Do(func() error { return Detach(root, "ens33", true) })
+		ns.Do(func() error { return Detach(root, "ens33") })
 		os.RemoveAll(root)
 	})
 	attach := func(opts AttachOptions) error {

@@ -3,18 +3,14 @@ package main
 import (
 	"fmt"
 	"net"
-	"regexp"
 	"strconv"
 
 	"github.com/spf13/cobra"
-	"github.com/vishvananda/netlink"
 
-	"github.com/xmacvlan/xmacvlan/endpoint"
+	"github.com/xmacvlan/xmacvlan/lifecycle"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
-
-var netNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,31}$`)
 
 func newNetworkCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "network", Short: "Create, delete and list networks (one VLAN on a parent)"}
@@ -73,33 +69,22 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 		Short: "Create a network: the untagged segment of a parent, or one VLAN on it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			n := tables.Network{Name: args[0], MTU: mtu}
-			if !netNameRE.MatchString(n.Name) {
-				return fmt.Errorf("invalid network name %q (1-31 of A-Z a-z 0-9 _ . -)", n.Name)
-			}
-			if parent == "" {
-				return fmt.Errorf("--parent is required")
-			}
+			s := lifecycle.NetworkSpec{Name: args[0], MTU: mtu}
 			var err error
-			if n.VLAN, err = parseVLAN(vlan); err != nil {
+			if s.VLAN, err = parseVLAN(vlan); err != nil {
 				return err
 			}
-			if n.Mode, err = tables.ParseMode(mode); err != nil {
+			if s.Mode, err = tables.ParseMode(mode); err != nil {
 				return err
 			}
-			if n.Subnet, err = parseCIDR("--subnet", subnet); err != nil {
+			if s.Subnet, err = parseCIDR("--subnet", subnet); err != nil {
 				return err
 			}
-			if n.Subnet != nil {
-				n.Subnet.IP = n.Subnet.IP.Mask(n.Subnet.Mask)
-			}
-			if n.Gateway, err = parseIP("--gateway", gateway); err != nil {
+			if s.Gateway, err = parseIP("--gateway", gateway); err != nil {
 				return err
 			}
-			if n.Gateway != nil && (n.Subnet == nil || !n.Subnet.Contains(n.Gateway)) {
-				return fmt.Errorf("gateway %s is not inside --subnet %s", n.Gateway, subnet)
-			}
-			if err := createNetwork(g.root, parent, n); err != nil {
+			n, err := g.lifecycle().CreateNetwork(parent, s)
+			if err != nil {
 				return err
 			}
 			if g.output == "json" {
@@ -119,40 +104,6 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func createNetwork(root, parent string, n tables.Network) error {
-	h, err := loader.Open(root, parent)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	nets, err := h.Networks()
-	if err != nil {
-		return err
-	}
-	for _, other := range nets {
-		if other.Name == n.Name {
-			return fmt.Errorf("a network called %s exists already (on %s, %s)", n.Name, other.Parent, vlanName(other.VLAN))
-		}
-		if other.Parent == parent && other.VLAN == n.VLAN {
-			return fmt.Errorf("%s on %s is network %s already", vlanName(n.VLAN), parent, other.Name)
-		}
-	}
-	if n.MTU != 0 {
-		s, err := h.Tables.Settings()
-		if err != nil {
-			return err
-		}
-		p, err := netlink.LinkByIndex(s.ParentIfindex)
-		if err != nil {
-			return fmt.Errorf("parent %s: %w", parent, err)
-		}
-		if n.MTU < 68 || n.MTU > p.Attrs().MTU {
-			return fmt.Errorf("MTU %d outside 68..%d (the parent's MTU)", n.MTU, p.Attrs().MTU)
-		}
-	}
-	return h.Tables.AddNetwork(n)
-}
-
 func newNetworkDeleteCmd(g *globals) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
@@ -160,32 +111,13 @@ func newNetworkDeleteCmd(g *globals) *cobra.Command {
 		Short: "Delete a network (refuses while it has endpoints, unless --force)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, n, err := loader.OpenNetwork(g.root, args[0])
-			if err != nil {
-				return err
-			}
-			defer h.Close()
-			if n.Members > 0 && !force {
-				return fmt.Errorf("network %s has %d endpoints; delete them first or use --force", n.Name, n.Members)
-			}
-			eps, err := h.Tables.Endpoints()
-			if err != nil {
-				return err
-			}
-			for _, ep := range eps {
-				if ep.VLAN == n.VLAN {
-					if err := endpoint.Remove(h, ep); err != nil {
-						return err
-					}
-				}
-			}
-			if err := h.Tables.DeleteNetwork(n.VLAN); err != nil {
+			if err := g.lifecycle().DeleteNetwork(args[0], force); err != nil {
 				return err
 			}
 			if g.output == "json" {
-				return writeJSON(cmd.OutOrStdout(), map[string]string{"deleted": n.Name})
+				return writeJSON(cmd.OutOrStdout(), map[string]string{"deleted": args[0]})
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "deleted network %s\n", n.Name)
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted network %s\n", args[0])
 			return nil
 		},
 	}
@@ -199,7 +131,7 @@ func newNetworkListCmd(g *globals) *cobra.Command {
 		Short: "List networks",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nets, err := loader.Networks(g.root)
+			nets, err := g.lifecycle().Networks()
 			if err != nil {
 				return err
 			}
