@@ -362,7 +362,7 @@ func ourOuter(h *loader.Handle, rec tables.Record) netlink.Link {
 	if rec.Outer == "" {
 		return nil
 	}
-	if l, err := netlink.LinkByName(rec.Outer); err == nil && l.Attrs().Alias == ownerTag(h) {
+	if l, err := netlink.LinkByName(rec.Outer); err == nil && ours(h, rec.Outer) {
 		return l
 	}
 	return nil
