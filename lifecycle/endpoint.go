@@ -159,13 +159,15 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint
 	if err := failpoint("after-register"); err != nil {
 		return ep, err
 	}
+	// Peers learn the new MAC at once. Best effort: the endpoint works
+	// without it, as it would after a reboot of the container. Before the
+	// record is Ready, so that an add killed at any step is rolled back
+	// whole and the same add then succeeds.
+	announce(tg, s)
 	rec.State = tables.Ready
 	if err := h.Tables.PutRecord(rec); err != nil {
 		return ep, err
 	}
-	// Peers learn the new MAC at once. Best effort: the endpoint works
-	// without it, as it would after a reboot of the container.
-	announce(tg, s)
 	return rec.Endpoint, nil
 }
 
