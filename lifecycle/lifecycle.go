@@ -323,6 +323,11 @@ func teardown(h *loader.Handle, id int) error {
 			return err
 		}
 	}
+	recs, err := h.Tables.Records()
+	if err != nil {
+		return err
+	}
+	others := slices.DeleteFunc(recs, func(r tables.Record) bool { return r.ID == rec.ID })
 	outer := ourOuter(h, rec)
 	ifindex := rec.Ifindex
 	if ifindex == 0 && outer != nil {
@@ -336,14 +341,18 @@ func teardown(h *loader.Handle, id int) error {
 				return err
 			}
 		}
-		if !otherHasIfindex(h, rec.ID, ifindex) { // the kernel may have reused a gone veth's ifindex
+		// The kernel may have given a gone veth's ifindex to another one.
+		if !slices.ContainsFunc(others, func(r tables.Record) bool { return r.Ifindex == ifindex }) {
 			if err := h.DetachEndpointLink(ifindex); err != nil {
 				return err
 			}
 		}
 	}
-	if err := removeUnicastEntry(h, rec); err != nil {
-		return err
+	// Another endpoint of the parent (on another VLAN) may use the same MAC.
+	if !slices.ContainsFunc(others, func(r tables.Record) bool { return slices.Equal(r.MAC, rec.MAC) }) {
+		if err := removeUnicastEntry(h, rec.MAC); err != nil {
+			return err
+		}
 	}
 	if outer != nil {
 		if err := netlink.LinkDel(outer); err != nil && !errors.Is(err, unix.ENODEV) {
@@ -351,14 +360,6 @@ func teardown(h *loader.Handle, id int) error {
 		}
 	}
 	return h.Tables.DeleteRecord(rec.ID)
-}
-
-func otherHasIfindex(h *loader.Handle, id, ifindex int) bool {
-	recs, err := h.Tables.Records()
-	if err != nil {
-		return true // keep the pin; gc removes it once it is an orphan
-	}
-	return slices.ContainsFunc(recs, func(r tables.Record) bool { return r.ID != id && r.Ifindex == ifindex })
 }
 
 // ourOuter finds the outer veth of rec: by ifindex if that interface
@@ -378,24 +379,15 @@ func ourOuter(h *loader.Handle, rec tables.Record) netlink.Link {
 	return nil
 }
 
-// removeUnicastEntry removes rec's MAC from the parent's unicast filter,
-// unless another record of the parent uses the same MAC (on another VLAN).
-func removeUnicastEntry(h *loader.Handle, rec tables.Record) error {
-	recs, err := h.Tables.Records()
-	if err != nil {
-		return err
-	}
-	for _, other := range recs {
-		if other.ID != rec.ID && slices.Equal(other.MAC, rec.MAC) {
-			return nil
-		}
-	}
-	fdb, err := unicastEntry(h, rec.MAC)
+// removeUnicastEntry removes mac from the parent's unicast filter; a
+// missing entry is not an error.
+func removeUnicastEntry(h *loader.Handle, mac net.HardwareAddr) error {
+	fdb, err := unicastEntry(h, mac)
 	if err != nil {
 		return err
 	}
 	if err := netlink.NeighDel(fdb); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
-		return fmt.Errorf("remove %s from the parent's unicast filter: %w", rec.MAC, err)
+		return fmt.Errorf("remove %s from the parent's unicast filter: %w", mac, err)
 	}
 	return nil
 }
