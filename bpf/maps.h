@@ -31,7 +31,7 @@ struct {
 	__type(value, struct endpoint);
 } xmv_endpoints SEC(".maps");
 
-/* outer veth ifindex -> where the endpoint lives. Never read by the
+/* endpoint id -> the endpoint's record (lifecycle). Never read by the
  * datapath; pinned with the rest so the tables stay the one record. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -66,12 +66,23 @@ struct endpoint {
 	enum endpoint_flags flags; /* a bit set */
 };
 
-/* Control plane only: where an endpoint lives, for listing and deletion. */
+/* Control plane only: the record of an endpoint, keyed by its id. Written
+ * before anything of the endpoint exists and removed after everything is
+ * gone, so a crash at any step leaves a record that says what to undo. */
 struct endpoint_info {
 	__u64 netns_ino;       /* identifies the namespace, however it was named */
 	char netns[NETNS_LEN]; /* as the user named it */
 	char ifname[IFNAME_LEN]; /* the inner interface */
 	struct prefix ip;
+	__u32 ifindex;         /* outer veth; 0 until it exists */
+	__u32 mtu;             /* the inner end's */
+	__u16 vlan;
+	__u8 mac[6];
+	__u8 state;            /* 1 building, 2 ready, 3 deleting */
+	__u8 flags;            /* enum endpoint_flags */
+	__u8 pad[2];
+	char outer[IFNAME_LEN]; /* the outer veth's name */
+	__u8 gateway[16];      /* default route we installed; all zero = none */
 };
 
 /* Flood list key: member idx (0..network.members-1) of a VLAN -> outer ifindex. */

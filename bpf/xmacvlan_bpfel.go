@@ -59,7 +59,15 @@ type XmacvlanEndpointInfo struct {
 	Netns    [64]int8
 	Ifname   [16]int8
 	Ip       XmacvlanPrefix
-	_        [4]byte
+	Ifindex  uint32
+	Mtu      uint32
+	Vlan     uint16
+	Mac      [6]uint8
+	State    uint8
+	Flags    uint8
+	Pad      [2]uint8
+	Outer    [16]int8
+	Gateway  [16]uint8
 }
 
 type XmacvlanEvent uint32

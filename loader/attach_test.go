@@ -84,7 +84,7 @@ func newParent(t *testing.T) (*testutil.Netns, string) {
 	ns.NL.LinkSetUp(l)
 	root := filepath.Join("/sys/fs/bpf", testutil.Name("xt"))
 	t.Cleanup(func() {
-		ns.Do(func() error { return Detach(root, "ens33", true) })
+		ns.Do(func() error { return Detach(root, "ens33") })
 		os.RemoveAll(root)
 	})
 	return ns, root

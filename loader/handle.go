@@ -3,13 +3,11 @@ package loader
 import (
 	"errors"
 	"fmt"
-	"net"
+	"os"
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/xmacvlan/xmacvlan/internal/state"
 	"github.com/xmacvlan/xmacvlan/tables"
@@ -44,6 +42,34 @@ func Open(root, parent string) (*Handle, error) {
 		r.Close()
 	}
 	return h, err
+}
+
+// OpenState locks root for a change of its layout and opens what is left
+// of a parent's state, for detach: Tables is nil when the tables are not
+// (all) pinned. It fails when the parent has no directory under root or
+// was attached in another network namespace.
+func OpenState(root, parent string) (*Handle, error) {
+	if err := state.CheckParentName(parent); err != nil {
+		return nil, err
+	}
+	r, err := state.Open(root, state.Reshape)
+	if err != nil {
+		return nil, err
+	}
+	dir := r.ParentDir(parent)
+	if !exists(dir) {
+		r.Close()
+		return nil, fmt.Errorf("%s is not attached (no state in %s)", parent, dir)
+	}
+	if err := checkNetnsOf(r, parent); err != nil {
+		r.Close()
+		return nil, err
+	}
+	h := &Handle{Root: r.Dir, Parent: parent, Dir: dir, State: r}
+	if t, err := tables.OpenPinned(dir); err == nil {
+		h.Tables = t
+	}
+	return h, nil
 }
 
 func openLocked(r *state.Root, parent string) (*Handle, error) {
@@ -135,88 +161,87 @@ func listNetworks(r *state.Root) ([]ParentNetwork, error) {
 
 // Close releases the tables and the lock.
 func (h *Handle) Close() {
-	h.Tables.Close()
+	if h.Tables != nil {
+		h.Tables.Close()
+	}
 	if h.State != nil {
 		h.State.Close()
 	}
 }
 
-func (h *Handle) endpointLinkPin(ifindex int) string {
+// EndpointLinkPin is where the link of the endpoint whose outer veth is
+// ifindex is pinned: <root>/<parent>/link_ep_<ifindex>.
+func (h *Handle) EndpointLinkPin(ifindex int) string {
 	return filepath.Join(h.Dir, state.EndpointLinkPin(ifindex))
 }
 
-// AddEndpoint hooks the transmit program to the endpoint's outer veth,
-// adds its MAC to the parent's unicast filter, then registers it in the
-// tables (the receive path last). On failure nothing of it is left.
-func (h *Handle) AddEndpoint(ep tables.Endpoint) (added tables.Endpoint, err error) {
-	prog, err := ebpf.LoadPinnedProgram(filepath.Join(h.Dir, state.PinEpTxProg), nil)
-	if err != nil {
-		return ep, fmt.Errorf("open the endpoint program: %w", err)
-	}
-	defer prog.Close()
-	pin := h.endpointLinkPin(ep.Ifindex)
-	if exists(pin) { // a leftover of an endpoint whose veth is gone
-		if err := removeLink(pin); err != nil {
-			return ep, err
-		}
-	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ep.Ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
-	if err != nil {
-		return ep, fmt.Errorf("attach to endpoint ifindex %d: %w", ep.Ifindex, err)
-	}
-	defer l.Close()
-	if err := l.Pin(pin); err != nil {
-		return ep, fmt.Errorf("pin endpoint link: %w", err)
-	}
-	fdb, err := h.unicastEntry(ep.MAC)
-	if err == nil {
-		err = netlink.NeighAppend(fdb)
-	}
-	if err != nil && !errors.Is(err, unix.EEXIST) {
-		l.Unpin()
-		return ep, fmt.Errorf("add %s to the parent's unicast filter: %w", ep.MAC, err)
-	}
-	added, err = h.Tables.AddEndpoint(ep)
-	if err != nil {
-		netlink.NeighDel(fdb)
-		l.Unpin()
-		return ep, err
-	}
-	return added, nil
-}
-
-// unicastEntry is the parent's "self" fdb entry for mac: from user space,
-// what kernel macvlan does with dev_uc_add. A NIC with a unicast filter
-// then accepts the MAC without promiscuous mode; one without falls back to
-// promiscuous mode by itself.
-func (h *Handle) unicastEntry(mac net.HardwareAddr) (*netlink.Neigh, error) {
-	s, err := h.Tables.Settings()
+// EndpointLinks lists the outer ifindexes that have an endpoint link pin.
+func (h *Handle) EndpointLinks() ([]int, error) {
+	entries, err := os.ReadDir(h.Dir)
 	if err != nil {
 		return nil, err
 	}
-	return &netlink.Neigh{LinkIndex: s.ParentIfindex, Family: unix.AF_BRIDGE,
-		Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT, HardwareAddr: mac}, nil
+	var out []int
+	for _, e := range entries {
+		if ifindex, ok := state.EndpointLinkIfindex(e.Name()); ok {
+			out = append(out, ifindex)
+		}
+	}
+	return out, nil
 }
 
-// RemoveEndpoint takes an endpoint apart, in the reverse order of its
-// making: tables, link, unicast filter entry, and last its veth (deleting
-// the outer end deletes the pair). It is idempotent.
-func (h *Handle) RemoveEndpoint(ep tables.Endpoint) error {
-	if err := h.Tables.DeleteEndpoint(ep.Ifindex); err != nil {
-		return err
+// AttachEndpointLink hooks the transmit program to tcx ingress of the
+// outer veth ifindex and pins the link, replacing a leftover pin of a
+// veth that is gone.
+func (h *Handle) AttachEndpointLink(ifindex int) error {
+	prog, err := ebpf.LoadPinnedProgram(filepath.Join(h.Dir, state.PinEpTxProg), nil)
+	if err != nil {
+		return fmt.Errorf("open the endpoint program: %w", err)
 	}
-	if err := removeLink(h.endpointLinkPin(ep.Ifindex)); err != nil {
-		return err
-	}
-	if fdb, err := h.unicastEntry(ep.MAC); err == nil {
-		if err := netlink.NeighDel(fdb); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
-			return fmt.Errorf("remove %s from the parent's unicast filter: %w", ep.MAC, err)
+	defer prog.Close()
+	pin := h.EndpointLinkPin(ifindex)
+	if exists(pin) {
+		if err := removeLink(pin); err != nil {
+			return err
 		}
 	}
-	if l, err := netlink.LinkByIndex(ep.Ifindex); err == nil {
-		if err := netlink.LinkDel(l); err != nil {
-			return fmt.Errorf("delete endpoint veth %s: %w", l.Attrs().Name, err)
-		}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		return fmt.Errorf("attach to endpoint ifindex %d: %w", ifindex, err)
+	}
+	defer l.Close()
+	if err := l.Pin(pin); err != nil {
+		return fmt.Errorf("pin endpoint link: %w", err)
 	}
 	return nil
+}
+
+// DetachEndpointLink detaches and unpins the link of the endpoint whose
+// outer veth is ifindex. A missing pin is not an error.
+func (h *Handle) DetachEndpointLink(ifindex int) error {
+	return removeLink(h.EndpointLinkPin(ifindex))
+}
+
+// EndpointLinkAlive says whether the pinned link of ifindex exists and
+// still drives that interface.
+func (h *Handle) EndpointLinkAlive(ifindex int) bool {
+	l, alive, err := pinnedLink(h.EndpointLinkPin(ifindex), ifindex)
+	if l != nil {
+		l.Close()
+	}
+	return err == nil && alive
+}
+
+// Parents lists the parents that have state under root, by name, under
+// the shared lock.
+func Parents(root string) ([]string, error) {
+	r, err := state.Open(root, state.Read)
+	if errors.Is(err, state.ErrNoRoot) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return r.Parents("")
 }

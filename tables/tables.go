@@ -72,6 +72,11 @@ type Endpoint struct {
 	NetnsIno uint64     `json:"netns_ino"` // identifies the namespace
 	Ifname   string     `json:"ifname"`    // inner interface
 	IP       *net.IPNet `json:"ip,omitempty"`
+
+	// What the lifecycle installed, kept in the endpoint's record.
+	Outer   string `json:"outer,omitempty"` // the outer veth's name
+	MTU     int    `json:"mtu,omitempty"`
+	Gateway net.IP `json:"gateway,omitempty"` // the default route's
 }
 
 // Limits of the text fields, as in bpf/types.h (one byte for the NUL).
@@ -79,9 +84,6 @@ const (
 	MaxNameLen  = 31
 	MaxNetnsLen = 63
 )
-
-// The tables refuse only what does not fit their layout; what a user may
-// ask for is checked before, in package endpoint (validate.go).
 
 // fitsVLAN: the networks table holds VIDs 0..MaxVLAN (MAX_NETWORKS in
 // bpf/types.h).
@@ -215,56 +217,60 @@ func (t *Tables) DeleteNetwork(vlan uint16) error {
 	return t.m.XmvNetworks.Delete(vlan)
 }
 
-// AddEndpoint registers ep and returns it with its counter slot assigned.
-// Tables the receive path reads are written last, so no frame is forwarded
-// to an endpoint that is not complete.
+// AddEndpoint registers ep and returns it with its counter slot assigned
+// (the lowest free one): PlugEndpoint with a fresh ID.
 func (t *Tables) AddEndpoint(ep Endpoint) (Endpoint, error) {
-	if err := fitsMAC(ep.MAC); err != nil {
+	var err error
+	if ep.ID, err = t.FreeID(); err != nil {
 		return ep, err
 	}
+	return ep, t.PlugEndpoint(ep)
+}
+
+// PlugEndpoint puts ep, with the counter slot ep.ID, into the tables the
+// datapath reads. Tables the receive path reads are written last, so no
+// frame is forwarded to an endpoint that is not complete; on failure
+// nothing of it is left.
+func (t *Tables) PlugEndpoint(ep Endpoint) error {
+	if err := fitsMAC(ep.MAC); err != nil {
+		return err
+	}
 	if ep.Ifindex <= 0 {
-		return ep, fmt.Errorf("invalid ifindex %d", ep.Ifindex)
+		return fmt.Errorf("invalid ifindex %d", ep.Ifindex)
 	}
 	n, ok, err := t.Network(ep.VLAN)
 	switch {
 	case err != nil:
-		return ep, err
+		return err
 	case !ok:
-		return ep, fmt.Errorf("VLAN %d has no network", ep.VLAN)
+		return fmt.Errorf("VLAN %d has no network", ep.VLAN)
 	case n.Members >= MaxVLANMembers:
-		return ep, fmt.Errorf("VLAN %d has %d endpoints, the most one VLAN floods to: %w", ep.VLAN, n.Members, ErrFull)
+		return fmt.Errorf("VLAN %d has %d endpoints, the most one VLAN floods to: %w", ep.VLAN, n.Members, ErrFull)
 	}
 	if other, ok, err := t.EndpointByMAC(ep.VLAN, ep.MAC); err != nil {
-		return ep, err
+		return err
 	} else if ok {
-		return ep, fmt.Errorf("MAC %s is already used on VLAN %d (ifindex %d)", ep.MAC, ep.VLAN, other.Ifindex)
+		return fmt.Errorf("MAC %s is already used on VLAN %d (ifindex %d)", ep.MAC, ep.VLAN, other.Ifindex)
 	}
 	if _, ok, err := t.Endpoint(ep.Ifindex); err != nil {
-		return ep, err
+		return err
 	} else if ok {
-		return ep, fmt.Errorf("ifindex %d is already an endpoint", ep.Ifindex)
+		return fmt.Errorf("ifindex %d is already an endpoint", ep.Ifindex)
 	}
-	if ep.ID, err = t.freeID(); err != nil {
-		return ep, err
+	if ep.ID < 0 || ep.ID >= MaxEndpoints {
+		return fmt.Errorf("invalid endpoint id %d", ep.ID)
 	}
 
 	undo := []func(){}
-	fail := func(err error) (Endpoint, error) {
+	fail := func(err error) error {
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]()
 		}
-		return ep, err
-	}
-	if len(ep.Netns) > MaxNetnsLen {
-		return ep, fmt.Errorf("namespace name %q is longer than %d bytes", ep.Netns, MaxNetnsLen)
+		return err
 	}
 	if err := t.zeroStats(ep.ID); err != nil {
 		return fail(err)
 	}
-	if err := t.m.XmvEpInfo.Update(uint32(ep.Ifindex), ep.info(), ebpf.UpdateAny); err != nil {
-		return fail(fullOr(err, "endpoint info"))
-	}
-	undo = append(undo, func() { t.m.XmvEpInfo.Delete(uint32(ep.Ifindex)) })
 	raw := ep.raw()
 	if err := t.m.XmvEndpoints.Update(uint32(ep.Ifindex), raw, ebpf.UpdateNoExist); err != nil {
 		return fail(fullOr(err, "endpoints"))
@@ -283,18 +289,24 @@ func (t *Tables) AddEndpoint(ep Endpoint) (Endpoint, error) {
 	if err := t.m.XmvMacs.Update(macKey(ep.VLAN, ep.MAC), raw, ebpf.UpdateNoExist); err != nil {
 		return fail(fullOr(err, "MAC"))
 	}
-	return ep, nil
+	return nil
 }
 
 // DeleteEndpoint removes the endpoint whose outer veth is ifindex, in the
-// reverse order of AddEndpoint. Removing a missing endpoint is not an error.
+// reverse order of PlugEndpoint. Removing a missing endpoint is not an
+// error. Each step is safe to repeat after a crash: the MAC entry goes
+// only if it still points at ifindex, the flood list only loses ifindex.
 func (t *Tables) DeleteEndpoint(ifindex int) error {
 	ep, ok, err := t.Endpoint(ifindex)
 	if err != nil || !ok {
 		return err
 	}
-	if err := t.m.XmvMacs.Delete(macKey(ep.VLAN, ep.MAC)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete MAC entry: %w", err)
+	if holder, ok, err := t.EndpointByMAC(ep.VLAN, ep.MAC); err != nil {
+		return err
+	} else if ok && holder.Ifindex == ifindex {
+		if err := t.m.XmvMacs.Delete(macKey(ep.VLAN, ep.MAC)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete MAC entry: %w", err)
+		}
 	}
 	if err := t.floodRemove(ep.VLAN, uint32(ifindex)); err != nil {
 		return err
@@ -304,9 +316,6 @@ func (t *Tables) DeleteEndpoint(ifindex int) error {
 	}
 	if err := t.m.XmvEndpoints.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete endpoint entry: %w", err)
-	}
-	if err := t.m.XmvEpInfo.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete endpoint info: %w", err)
 	}
 	return nil
 }
@@ -324,24 +333,14 @@ func (t *Tables) Endpoint(ifindex int) (Endpoint, bool, error) {
 	return t.withInfo(endpointFromRaw(raw)), true, nil
 }
 
-// withInfo adds where the endpoint lives (absent for an endpoint
-// registered without it).
+// withInfo adds where the endpoint lives, from its record (absent for an
+// endpoint plugged without one, as the datapath tests do).
 func (t *Tables) withInfo(ep Endpoint) Endpoint {
-	var info bpf.XmacvlanEndpointInfo
-	if t.m.XmvEpInfo.Lookup(uint32(ep.Ifindex), &info) == nil {
-		ep.NetnsIno = info.NetnsIno
-		ep.Netns = getString(info.Netns[:])
-		ep.Ifname = getString(info.Ifname[:])
-		ep.IP = prefixFromRaw(info.Ip)
+	if r, ok, err := t.Record(ep.ID); err == nil && ok && r.Ifindex == ep.Ifindex {
+		ep.NetnsIno, ep.Netns, ep.Ifname, ep.IP = r.NetnsIno, r.Netns, r.Ifname, r.IP
+		ep.Outer, ep.MTU, ep.Gateway = r.Outer, r.MTU, r.Gateway
 	}
 	return ep
-}
-
-func (ep Endpoint) info() bpf.XmacvlanEndpointInfo {
-	info := bpf.XmacvlanEndpointInfo{NetnsIno: ep.NetnsIno, Ip: prefixToRaw(ep.IP)}
-	putString(info.Netns[:], ep.Netns)
-	putString(info.Ifname[:], ep.Ifname)
-	return info
 }
 
 // EndpointByMAC looks up the MAC table.
@@ -354,7 +353,7 @@ func (t *Tables) EndpointByMAC(vlan uint16, mac net.HardwareAddr) (Endpoint, boo
 	if err != nil {
 		return Endpoint{}, false, fmt.Errorf("look up MAC %s: %w", mac, err)
 	}
-	return endpointFromRaw(raw), true, nil
+	return t.withInfo(endpointFromRaw(raw)), true, nil
 }
 
 // Endpoints lists every endpoint, ordered by VLAN then ID.
@@ -380,10 +379,17 @@ func (t *Tables) Endpoints() ([]Endpoint, error) {
 	return out, nil
 }
 
-// freeID returns the lowest counter slot no endpoint uses. It reads the
-// endpoint table in batches: one syscall, not two per endpoint.
-func (t *Tables) freeID() (int, error) {
+// FreeID returns the lowest counter slot no endpoint and no record uses. It
+// reads the tables in batches: a few syscalls, not two per endpoint.
+func (t *Tables) FreeID() (int, error) {
 	used := make([]bool, MaxEndpoints)
+	recs, err := t.Records()
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range recs {
+		used[r.ID] = true
+	}
 	keys := make([]uint32, MaxEndpoints)
 	vals := make([]bpf.XmacvlanEndpoint, MaxEndpoints)
 	var cursor ebpf.MapBatchCursor
@@ -422,7 +428,9 @@ func (t *Tables) floodAdd(vlan uint16, ep bpf.XmacvlanEndpoint) error {
 }
 
 // floodRemove takes ifindex out of vlan's flood list, moving the last
-// member into its slot so the list stays dense.
+// member into its slot so the list stays dense. The last member is copied
+// before the count drops, so a repeat after a crash finds ifindex gone and
+// changes nothing: it never removes another member.
 func (t *Tables) floodRemove(vlan uint16, ifindex uint32) error {
 	n, ok, err := t.Network(vlan)
 	if err != nil || !ok {
@@ -435,9 +443,6 @@ func (t *Tables) floodRemove(vlan uint16, ifindex uint32) error {
 		if err := t.m.XmvFlood.Lookup(key, &m); err != nil || m.Ifindex != ifindex {
 			continue
 		}
-		if err := t.setMembers(vlan, n.Members-1); err != nil {
-			return err
-		}
 		if key != last {
 			var moved bpf.XmacvlanEndpoint
 			if err := t.m.XmvFlood.Lookup(last, &moved); err != nil {
@@ -447,7 +452,13 @@ func (t *Tables) floodRemove(vlan uint16, ifindex uint32) error {
 				return fmt.Errorf("flood list of VLAN %d: %w", vlan, err)
 			}
 		}
-		return t.m.XmvFlood.Delete(last)
+		if err := t.setMembers(vlan, n.Members-1); err != nil {
+			return err
+		}
+		if err := t.m.XmvFlood.Delete(last); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("flood list of VLAN %d: %w", vlan, err)
+		}
+		return nil
 	}
 	return nil
 }

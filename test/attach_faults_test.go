@@ -15,6 +15,7 @@ import (
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
 	"github.com/xmacvlan/xmacvlan/internal/state"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
+	"github.com/xmacvlan/xmacvlan/lifecycle"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
@@ -163,7 +164,7 @@ func TestOneDatapathPerNIC(t *testing.T) {
 	if x := mustLink(t, h.ns, "lan0").Attrs().Xdp; x == nil || !x.Attached {
 		t.Error("the refused attach took the XDP program off lan0")
 	}
-	if err := h.ns.Do(func() error { return loader.Detach(h.root, h.parent, true) }); err != nil {
+	if err := h.ns.Do(func() error { return detachForce(h.root, h.parent) }); err != nil {
 		t.Fatalf("detach ens33 (now lan0): %v", err)
 	}
 	var offloadAfter bool
@@ -245,7 +246,7 @@ func TestRootBelongsToOneNetns(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "another network namespace") {
 		t.Errorf("changes from a second namespace: %v; want a refusal", err)
 	}
-	err = b.ns.Do(func() error { return loader.Detach(b.root, b.parent, true) })
+	err = b.ns.Do(func() error { return detachForce(b.root, b.parent) })
 	if err == nil || !strings.Contains(err.Error(), "another network namespace") {
 		t.Errorf("detach from a second namespace: %v; want a refusal", err)
 	}
@@ -352,4 +353,14 @@ func TestAttachUpgradesOlderSettings(t *testing.T) {
 	if err := ping(l.sw, c.ip); err != nil {
 		t.Errorf("wire -> endpoint after the upgrade: %v", err)
 	}
+}
+
+// detachForce detaches parent and removes its endpoints, as
+// `xmacvlan detach --force` does.
+func detachForce(root, parent string) error {
+	r, err := lifecycle.Open(root)
+	if err != nil {
+		return err
+	}
+	return r.DetachParent(parent, true)
 }

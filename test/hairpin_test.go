@@ -7,8 +7,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/xmacvlan/xmacvlan/endpoint"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
+	"github.com/xmacvlan/xmacvlan/lifecycle"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
@@ -133,13 +133,8 @@ func TestHostEndpointOnVLAN(t *testing.T) {
 	b.container("v20", "", "10.10.0.3/24", false)
 
 	var ep tables.Endpoint
-	err := a.ns.Do(func() error {
-		hd, n, err := loader.OpenNetwork(a.root, "v10")
-		if err != nil {
-			return err
-		}
-		defer hd.Close()
-		ep, err = endpoint.Add(hd, n, endpoint.Spec{Host: true, IP: mustCIDR("10.10.0.100/24")})
+	err := a.ns.Do(func() (err error) {
+		ep, err = a.lc().AddEndpoint("v10", lifecycle.Spec{Host: true, IP: mustCIDR("10.10.0.100/24")})
 		return err
 	})
 	if err != nil {

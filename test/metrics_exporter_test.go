@@ -22,8 +22,8 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/xmacvlan/xmacvlan/endpoint"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
+	"github.com/xmacvlan/xmacvlan/lifecycle"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/metrics"
 	"github.com/xmacvlan/xmacvlan/tables"
@@ -223,17 +223,16 @@ func TestMetricsConcurrentScrapesWhileEndpointsChange(t *testing.T) {
 	var live []tables.Endpoint
 	for i := range 12 {
 		err := h.ns.Do(func() error {
-			hd, n, err := loader.OpenNetwork(h.root, "v10")
-			if err != nil {
-				return err
-			}
-			defer hd.Close()
 			if len(live) == len(nss) || (i%3 == 2 && len(live) > 0) {
 				ep := live[0]
 				live = live[1:]
-				return endpoint.Remove(hd, ep)
+				found, err := h.lc().DeleteEndpoint("v10", lifecycle.Selector{Netns: ep.Netns, Name: ep.Ifname})
+				if err == nil && !found {
+					err = fmt.Errorf("endpoint %s in %s not found", ep.Ifname, ep.Netns)
+				}
+				return err
 			}
-			ep, err := endpoint.Add(hd, n, endpoint.Spec{Netns: nss[i%len(nss)].Path(), Name: fmt.Sprintf("eth%d", i)})
+			ep, err := h.lc().AddEndpoint("v10", lifecycle.Spec{Netns: nss[i%len(nss)].Path(), Name: fmt.Sprintf("eth%d", i)})
 			live = append(live, ep)
 			return err
 		})
@@ -243,7 +242,7 @@ func TestMetricsConcurrentScrapesWhileEndpointsChange(t *testing.T) {
 	}
 	// The parent detached and attached again, state and all.
 	for range 2 {
-		if err := h.ns.Do(func() error { return loader.Detach(h.root, h.parent, true) }); err != nil {
+		if err := h.ns.Do(func() error { return h.lc().DetachParent(h.parent, true) }); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -348,7 +347,7 @@ func exporter1000(t testing.TB) (*host, http.Handler) {
 	for _, v := range vlans {
 		h.network(fmt.Sprintf("v%d", v), v, tables.Bridge)
 	}
-	var ifindexes []int
+	var added []tables.Endpoint
 	t.Cleanup(func() {
 		h.ns.Do(func() error {
 			hd, err := loader.Open(h.root, h.parent)
@@ -356,8 +355,9 @@ func exporter1000(t testing.TB) (*host, http.Handler) {
 				return err
 			}
 			defer hd.Close()
-			for _, i := range ifindexes {
-				hd.Tables.DeleteEndpoint(i)
+			for _, ep := range added {
+				hd.Tables.DeleteEndpoint(ep.Ifindex)
+				hd.Tables.DeleteRecord(ep.ID)
 			}
 			return nil
 		})
@@ -371,10 +371,16 @@ func exporter1000(t testing.TB) (*host, http.Handler) {
 				Netns:   fmt.Sprintf("bench-%04d", i),
 				Ifname:  "eth0",
 			}
-			if _, err := tb.AddEndpoint(ep); err != nil {
+			// A fixture straight in the tables (no veths, as the bpf tests
+			// do): the exporter reads the tables and records only.
+			ep, err := tb.AddEndpoint(ep)
+			if err != nil {
 				return err
 			}
-			ifindexes = append(ifindexes, ep.Ifindex)
+			if err := tb.PutRecord(tables.Record{Endpoint: ep, State: tables.Ready}); err != nil {
+				return err
+			}
+			added = append(added, ep)
 		}
 		return nil
 	})

@@ -21,8 +21,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/xmacvlan/xmacvlan/endpoint"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
+	"github.com/xmacvlan/xmacvlan/lifecycle"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
@@ -141,7 +141,7 @@ func (h *host) tryAttach(opts loader.AttachOptions) (res *loader.AttachResult, e
 	})
 	if err == nil && !h.attached {
 		h.attached = true
-		h.lab.t.Cleanup(func() { h.ns.Do(func() error { return loader.Detach(h.root, h.parent, true) }) })
+		h.lab.t.Cleanup(func() { h.ns.Do(func() error { return h.lc().DetachParent(h.parent, true) }) })
 	}
 	return res, err
 }
@@ -163,11 +163,20 @@ func (h *host) tables(f func(*tables.Tables) error) {
 	}
 }
 
+// lc is the host's state root, as the CLI opens it.
+func (h *host) lc() *lifecycle.Root { return &lifecycle.Root{Dir: h.root} }
+
 // network creates a network on the host's parent.
 func (h *host) network(name string, vlan uint16, mode tables.Mode) {
-	h.tables(func(tb *tables.Tables) error {
-		return tb.AddNetwork(tables.Network{Name: name, VLAN: vlan, Mode: mode})
+	t := h.lab.t
+	t.Helper()
+	err := h.ns.Do(func() error {
+		_, err := h.lc().CreateNetwork(h.parent, lifecycle.NetworkSpec{Name: name, VLAN: vlan, Mode: mode})
+		return err
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // container is an endpoint: a namespace whose eth0 is the inner end of a
@@ -179,13 +188,13 @@ type container struct {
 }
 
 // container adds an endpoint in a new namespace to a network of the host,
-// with the endpoint package (what `xmacvlan endpoint add` runs). cidr may be
+// with the lifecycle package (what `xmacvlan endpoint add` runs). cidr may be
 // empty; mac may be empty (generated).
 func (h *host) container(network, mac, cidr string, xdp bool) *container {
 	t := h.lab.t
 	t.Helper()
 	c := &container{ns: testutil.NewNetns(t, "xc")}
-	spec := endpoint.Spec{Netns: c.ns.Path(), XDP: xdp}
+	spec := lifecycle.Spec{Netns: c.ns.Path(), XDP: xdp}
 	if mac != "" {
 		spec.MAC = mustMAC(mac)
 	}
@@ -197,13 +206,8 @@ func (h *host) container(network, mac, cidr string, xdp bool) *container {
 		spec.IP = &net.IPNet{IP: ip, Mask: n.Mask}
 		c.ip = ip.String()
 	}
-	err := h.ns.Do(func() error {
-		hd, n, err := loader.OpenNetwork(h.root, network)
-		if err != nil {
-			return err
-		}
-		defer hd.Close()
-		c.ep, err = endpoint.Add(hd, n, spec)
+	err := h.ns.Do(func() (err error) {
+		c.ep, err = h.lc().AddEndpoint(network, spec)
 		return err
 	})
 	if err != nil {

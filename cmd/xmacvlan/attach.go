@@ -63,7 +63,7 @@ func newDetachCmd(g *globals) *cobra.Command {
 		Short: "Remove the datapath, its links and pins from a parent",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := loader.Detach(g.root, args[0], force); err != nil {
+			if err := g.lifecycle().DetachParent(args[0], force); err != nil {
 				return err
 			}
 			if g.output == "json" {

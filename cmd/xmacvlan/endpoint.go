@@ -3,23 +3,23 @@ package main
 import (
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/spf13/cobra"
-	"github.com/vishvananda/netlink"
 
-	"github.com/xmacvlan/xmacvlan/endpoint"
+	"github.com/xmacvlan/xmacvlan/lifecycle"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 func newEndpointCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "endpoint", Short: "Add, delete and list endpoints (container interfaces)"}
-	cmd.AddCommand(newEndpointAddCmd(g), newEndpointDelCmd(g), newEndpointListCmd(g))
+	cmd.AddCommand(newEndpointAddCmd(g), newEndpointDelCmd(g), newEndpointListCmd(g), newEndpointCheckCmd(g))
 	return cmd
 }
 
 func newEndpointAddCmd(g *globals) *cobra.Command {
-	var s endpoint.Spec
+	var s lifecycle.Spec
 	var mac, ip, gateway, delivery string
 	cmd := &cobra.Command{
 		Use:   "add NETWORK (--netns NS | --host)",
@@ -49,23 +49,18 @@ func newEndpointAddCmd(g *globals) *cobra.Command {
 			if s.Gateway, err = parseIP("--gateway", gateway); err != nil {
 				return err
 			}
-			h, n, err := loader.OpenNetwork(g.root, args[0])
-			if err != nil {
+			if s.IP, err = parseEndpointIP(g, ip, args[0]); err != nil {
 				return err
 			}
-			defer h.Close()
-			if s.IP, err = parseEndpointIP(ip, n); err != nil {
-				return err
-			}
-			ep, err := endpoint.Add(h, n, s)
+			ep, err := g.lifecycle().AddEndpoint(args[0], s)
 			if err != nil {
 				return err
 			}
 			if g.output == "json" {
-				return writeJSON(cmd.OutOrStdout(), endpointRow(n.Name, ep))
+				return writeJSON(cmd.OutOrStdout(), endpointRow(lifecycle.EndpointStatus{Network: args[0], Endpoint: ep, State: tables.Ready}))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "added %s in %s to %s: MAC %s, IP %s, delivery %s\n",
-				ep.Ifname, ep.Netns, n.Name, ep.MAC, orDash(ep.IP), deliveryName(ep))
+				ep.Ifname, ep.Netns, args[0], ep.MAC, orDash(ep.IP), deliveryName(ep))
 			return nil
 		},
 	}
@@ -82,12 +77,21 @@ func newEndpointAddCmd(g *globals) *cobra.Command {
 }
 
 // parseEndpointIP accepts ADDRESS/PREFIX, or ADDRESS with the prefix of
-// the network's subnet.
-func parseEndpointIP(s string, n tables.Network) (*net.IPNet, error) {
+// the subnet of the network called network.
+func parseEndpointIP(g *globals, s, network string) (*net.IPNet, error) {
 	if s == "" {
 		return nil, nil
 	}
 	if ip := net.ParseIP(s); ip != nil {
+		nets, err := g.lifecycle().Networks()
+		if err != nil {
+			return nil, err
+		}
+		i := slices.IndexFunc(nets, func(n loader.ParentNetwork) bool { return n.Name == network })
+		if i < 0 {
+			return nil, fmt.Errorf("no network called %q (xmacvlan network list)", network)
+		}
+		n := nets[i]
 		if n.Subnet == nil {
 			return nil, fmt.Errorf("--ip %s has no prefix length and network %s has no subnet", s, n.Name)
 		}
@@ -110,12 +114,7 @@ func newEndpointDelCmd(g *globals) *cobra.Command {
 			if !host && netnsSpec == "" {
 				return fmt.Errorf("give the container's namespace (--netns) or --host")
 			}
-			h, n, err := loader.OpenNetwork(g.root, args[0])
-			if err != nil {
-				return err
-			}
-			defer h.Close()
-			found, err := endpoint.Delete(h, n, netnsSpec, host, name)
+			found, err := g.lifecycle().DeleteEndpoint(args[0], lifecycle.Selector{Netns: netnsSpec, Host: host, Name: name})
 			if err != nil {
 				return err
 			}
@@ -151,16 +150,16 @@ type endpointRowJSON struct {
 	Outer    string `json:"outer"`
 	Ifindex  int    `json:"outer_ifindex"`
 	ID       int    `json:"id"`
+	State    string `json:"state"`
+	Stale    bool   `json:"stale"`
 }
 
-func endpointRow(network string, ep tables.Endpoint) endpointRowJSON {
-	r := endpointRowJSON{Network: network, VLAN: ep.VLAN, Netns: ep.Netns, Ifname: ep.Ifname, MAC: ep.MAC.String(),
-		Delivery: deliveryName(ep), Host: ep.Host, Ifindex: ep.Ifindex, ID: ep.ID, Outer: "(gone)"}
-	if ep.IP != nil {
-		r.IP = ep.IP.String()
-	}
-	if l, err := netlink.LinkByIndex(ep.Ifindex); err == nil {
-		r.Outer = l.Attrs().Name
+func endpointRow(e lifecycle.EndpointStatus) endpointRowJSON {
+	r := endpointRowJSON{Network: e.Network, VLAN: e.VLAN, Netns: e.Netns, Ifname: e.Ifname, MAC: e.MAC.String(),
+		Delivery: deliveryName(e.Endpoint), Host: e.Host, Ifindex: e.Ifindex, ID: e.ID, Outer: e.Outer,
+		State: e.State.String(), Stale: e.Stale}
+	if e.IP != nil {
+		r.IP = e.IP.String()
 	}
 	return r
 }
@@ -175,12 +174,20 @@ func deliveryName(ep tables.Endpoint) string {
 func newEndpointListCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "list [NETWORK]",
-		Short: "List endpoints",
+		Short: "List endpoints (stale: the namespace or outer veth is gone; `xmacvlan gc` removes them)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rows, err := listEndpoints(g.root, args)
+			network := ""
+			if len(args) == 1 {
+				network = args[0]
+			}
+			eps, err := g.lifecycle().Endpoints(network)
 			if err != nil {
 				return err
+			}
+			rows := []endpointRowJSON{}
+			for _, e := range eps {
+				rows = append(rows, endpointRow(e))
 			}
 			w := cmd.OutOrStdout()
 			if g.output == "json" {
@@ -189,45 +196,98 @@ func newEndpointListCmd(g *globals) *cobra.Command {
 			tw := newTable(w)
 			fmt.Fprintln(tw, "NETWORK\tVLAN\tNAMESPACE\tIFNAME\tMAC\tIP\tDELIVERY\tOUTER")
 			for _, r := range rows {
+				outer := r.Outer
+				switch {
+				case r.Stale:
+					outer += " (gone: stale)"
+				case r.State != "ready":
+					outer += " (" + r.State + ")"
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Network, vlanName(r.VLAN), r.Netns, r.Ifname,
-					r.MAC, dashIfEmpty(r.IP), r.Delivery, r.Outer)
+					r.MAC, dashIfEmpty(r.IP), r.Delivery, outer)
 			}
 			return tw.Flush()
 		},
 	}
 }
 
-func listEndpoints(root string, only []string) ([]endpointRowJSON, error) {
-	nets, err := loader.Networks(root)
-	if err != nil {
-		return nil, err
-	}
-	rows := []endpointRowJSON{}
-	found := false
-	for _, n := range nets {
-		if len(only) == 1 && n.Name != only[0] {
-			continue
-		}
-		found = true
-		h, err := loader.Open(root, n.Parent)
-		if err != nil {
-			return nil, err
-		}
-		eps, err := h.Tables.Endpoints()
-		h.Close()
-		if err != nil {
-			return nil, err
-		}
-		for _, ep := range eps {
-			if ep.VLAN == n.VLAN {
-				rows = append(rows, endpointRow(n.Name, ep))
+func newEndpointCheckCmd(g *globals) *cobra.Command {
+	var sel lifecycle.Selector
+	cmd := &cobra.Command{
+		Use:   "check NETWORK (--netns NS | --host) [--name eth0]",
+		Short: "Compare an endpoint with its record; print each difference, exit non-zero on any",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !sel.Host && sel.Netns == "" {
+				return fmt.Errorf("give the container's namespace (--netns) or --host")
 			}
-		}
+			diffs, err := g.lifecycle().CheckEndpoint(args[0], sel)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if g.output == "json" {
+				if diffs == nil {
+					diffs = []lifecycle.Difference{}
+				}
+				if err := writeJSON(w, map[string]any{"ok": len(diffs) == 0, "differences": diffs}); err != nil {
+					return err
+				}
+			} else {
+				for _, d := range diffs {
+					fmt.Fprintln(w, d)
+				}
+				if len(diffs) == 0 {
+					fmt.Fprintln(w, "ok")
+				}
+			}
+			if len(diffs) > 0 {
+				return fmt.Errorf("endpoint differs from its record in %d ways", len(diffs))
+			}
+			return nil
+		},
 	}
-	if len(only) == 1 && !found {
-		return nil, fmt.Errorf("no network called %q", only[0])
+	f := cmd.Flags()
+	f.StringVar(&sel.Netns, "netns", "", "the container's network namespace: name, path or PID")
+	f.BoolVar(&sel.Host, "host", false, "the host endpoint of this network")
+	f.StringVar(&sel.Name, "name", "", "inner interface name (default eth0; with --host xmv-NETWORK)")
+	return cmd
+}
+
+func newGCCmd(g *globals) *cobra.Command {
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "gc [NETWORK]",
+		Short: "Remove endpoints whose namespace or veth is gone, and leftovers no endpoint accounts for",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			network := ""
+			if len(args) == 1 {
+				network = args[0]
+			}
+			removed, err := g.lifecycle().GC(network, dryRun)
+			w := cmd.OutOrStdout()
+			if g.output == "json" {
+				if werr := writeJSON(w, map[string]any{"dry_run": dryRun, "removed": removed}); werr != nil {
+					return werr
+				}
+				return err
+			}
+			verb := "removed"
+			if dryRun {
+				verb = "would remove"
+			}
+			for _, r := range removed {
+				fmt.Fprintf(w, "%s %s\n", verb, r)
+			}
+			if len(removed) == 0 && err == nil {
+				fmt.Fprintln(w, "nothing to remove")
+			}
+			return err
+		},
 	}
-	return rows, nil
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only say what would be removed")
+	return cmd
 }
 
 func dashIfEmpty(s string) string {

@@ -6,7 +6,12 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 )
+
+// One OS thread for the main goroutine, so that the order of its syscalls
+// is the same from run to run (the crash tests kill it at the Nth one).
+func init() { runtime.LockOSThread() }
 
 func main() {
 	if err := newRootCmd().Execute(); err != nil {

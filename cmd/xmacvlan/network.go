@@ -6,9 +6,8 @@ import (
 	"strconv"
 
 	"github.com/spf13/cobra"
-	"github.com/vishvananda/netlink"
 
-	"github.com/xmacvlan/xmacvlan/endpoint"
+	"github.com/xmacvlan/xmacvlan/lifecycle"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
@@ -19,18 +18,17 @@ func newNetworkCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// parseVLAN reads --vlan (endpoint.CheckVLAN). No --vlan, like 0, is the
-// untagged segment.
+// parseVLAN reads --vlan: 1..4094. No --vlan is the untagged segment.
 func parseVLAN(s string) (uint16, error) {
 	if s == "" {
 		return 0, nil
 	}
 	v, err := strconv.Atoi(s)
 	if err != nil {
-		return 0, fmt.Errorf("invalid VLAN %q: want a number in 1..%d, or 0 for the untagged segment", s, tables.MaxVLAN)
+		return 0, fmt.Errorf("invalid VLAN %q: want a number in 1..4094", s)
 	}
-	if err := endpoint.CheckVLAN(v); err != nil {
-		return 0, err
+	if v < 1 || v > tables.MaxVLAN {
+		return 0, fmt.Errorf("invalid VLAN %d: want 1..4094 (omit --vlan for the untagged segment)", v)
 	}
 	return uint16(v), nil
 }
@@ -67,34 +65,26 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 	var parent, vlan, mode, subnet, gateway string
 	var mtu int
 	cmd := &cobra.Command{
-		Use:   "create NAME --parent IFACE [--vlan 0-4094]",
+		Use:   "create NAME --parent IFACE [--vlan 1-4094]",
 		Short: "Create a network: the untagged segment of a parent, or one VLAN on it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			n := tables.Network{Name: args[0], MTU: mtu}
-			if err := endpoint.CheckNetworkName(n.Name); err != nil {
-				return err
-			}
-			if parent == "" {
-				return fmt.Errorf("--parent is required")
-			}
+			s := lifecycle.NetworkSpec{Name: args[0], MTU: mtu}
 			var err error
-			if n.VLAN, err = parseVLAN(vlan); err != nil {
+			if s.VLAN, err = parseVLAN(vlan); err != nil {
 				return err
 			}
-			if n.Mode, err = tables.ParseMode(mode); err != nil {
+			if s.Mode, err = tables.ParseMode(mode); err != nil {
 				return err
 			}
-			if n.Subnet, err = parseCIDR("--subnet", subnet); err != nil {
+			if s.Subnet, err = parseCIDR("--subnet", subnet); err != nil {
 				return err
 			}
-			if n.Subnet != nil {
-				n.Subnet.IP = n.Subnet.IP.Mask(n.Subnet.Mask)
-			}
-			if n.Gateway, err = parseIP("--gateway", gateway); err != nil {
+			if s.Gateway, err = parseIP("--gateway", gateway); err != nil {
 				return err
 			}
-			if err := createNetwork(g.root, parent, n); err != nil {
+			n, err := g.lifecycle().CreateNetwork(parent, s)
+			if err != nil {
 				return err
 			}
 			if g.output == "json" {
@@ -106,39 +96,12 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&parent, "parent", "", "attached parent interface")
-	f.StringVar(&vlan, "vlan", "", "802.1Q VLAN 1-4094; 0 or none: the untagged segment")
+	f.StringVar(&vlan, "vlan", "", "802.1Q VLAN 1-4094 (default: the untagged segment)")
 	f.StringVar(&mode, "mode", "bridge", "bridge, private or vepa")
 	f.StringVar(&subnet, "subnet", "", "the network's subnet, e.g. 172.16.10.0/24")
 	f.StringVar(&gateway, "gateway", "", "default gateway for endpoints, inside --subnet")
 	f.IntVar(&mtu, "mtu", 0, "endpoints' MTU (default: the parent's)")
 	return cmd
-}
-
-func createNetwork(root, parent string, n tables.Network) error {
-	h, err := loader.Open(root, parent)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	s, err := h.Tables.Settings()
-	if err != nil {
-		return err
-	}
-	p, err := netlink.LinkByIndex(s.ParentIfindex)
-	if err != nil {
-		return fmt.Errorf("parent %s: %w", parent, err)
-	}
-	if err := endpoint.CheckNetwork(n, endpoint.Parent{Name: parent, MAC: p.Attrs().HardwareAddr, MTU: p.Attrs().MTU}); err != nil {
-		return err
-	}
-	nets, err := h.Networks()
-	if err != nil {
-		return err
-	}
-	if err := endpoint.CheckNetworkFree(n, parent, nets); err != nil {
-		return err
-	}
-	return h.Tables.AddNetwork(n)
 }
 
 func newNetworkDeleteCmd(g *globals) *cobra.Command {
@@ -148,32 +111,13 @@ func newNetworkDeleteCmd(g *globals) *cobra.Command {
 		Short: "Delete a network (refuses while it has endpoints, unless --force)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, n, err := loader.OpenNetwork(g.root, args[0])
-			if err != nil {
-				return err
-			}
-			defer h.Close()
-			if n.Members > 0 && !force {
-				return fmt.Errorf("network %s has %d endpoints; delete them first or use --force", n.Name, n.Members)
-			}
-			eps, err := h.Tables.Endpoints()
-			if err != nil {
-				return err
-			}
-			for _, ep := range eps {
-				if ep.VLAN == n.VLAN {
-					if err := endpoint.Remove(h, ep); err != nil {
-						return err
-					}
-				}
-			}
-			if err := h.Tables.DeleteNetwork(n.VLAN); err != nil {
+			if err := g.lifecycle().DeleteNetwork(args[0], force); err != nil {
 				return err
 			}
 			if g.output == "json" {
-				return writeJSON(cmd.OutOrStdout(), map[string]string{"deleted": n.Name})
+				return writeJSON(cmd.OutOrStdout(), map[string]string{"deleted": args[0]})
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "deleted network %s\n", n.Name)
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted network %s\n", args[0])
 			return nil
 		},
 	}
@@ -187,7 +131,7 @@ func newNetworkListCmd(g *globals) *cobra.Command {
 		Short: "List networks",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nets, err := loader.Networks(g.root)
+			nets, err := g.lifecycle().Networks()
 			if err != nil {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/xmacvlan/xmacvlan/lifecycle"
 	"github.com/xmacvlan/xmacvlan/loader"
 )
 
@@ -15,6 +16,11 @@ import (
 type globals struct {
 	root   string // --bpffs
 	output string // -o
+}
+
+// lifecycle is the state root --bpffs names.
+func (g *globals) lifecycle() *lifecycle.Root {
+	return &lifecycle.Root{Dir: g.root}
 }
 
 func newRootCmd() *cobra.Command {
@@ -41,6 +47,7 @@ func newRootCmd() *cobra.Command {
 		newStatusCmd(g),
 		newNetworkCmd(g),
 		newEndpointCmd(g),
+		newGCCmd(g),
 		newDemoCmd(),
 		newStatsCmd(g),
 		newMetricsCmd(g),

@@ -6,7 +6,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/xmacvlan/xmacvlan/endpoint"
+	"github.com/xmacvlan/xmacvlan/lifecycle"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
@@ -116,37 +116,25 @@ func (d *deployment) deployXmacvlan() error {
 		if _, err := loader.Attach(loader.AttachOptions{Root: l.root, Parent: parent, Mode: mode}); err != nil {
 			return err
 		}
-		h, err := loader.Open(l.root, parent)
-		if err != nil {
+		lc := &lifecycle.Root{Dir: l.root}
+		if _, err := lc.CreateNetwork(parent, lifecycle.NetworkSpec{Name: "lan", VLAN: 0, Mode: tables.Bridge}); err != nil {
 			return err
 		}
-		defer h.Close()
-		if err := h.Tables.AddNetwork(tables.Network{Name: "lan", VLAN: 0, Mode: tables.Bridge}); err != nil {
+		if _, err := lc.CreateNetwork(parent, lifecycle.NetworkSpec{Name: "v10", VLAN: taggedVLAN, Mode: tables.Bridge}); err != nil {
 			return err
 		}
-		if err := h.Tables.AddNetwork(tables.Network{Name: "v10", VLAN: taggedVLAN, Mode: tables.Bridge}); err != nil {
-			return err
-		}
-		lan, _, err := h.Tables.Network(0)
-		if err != nil {
-			return err
-		}
-		v10, _, err := h.Tables.Network(taggedVLAN)
-		if err != nil {
-			return err
-		}
-		add := func(n tables.Network, m member, mask net.IPMask) error {
-			_, err := endpoint.Add(h, n, endpoint.Spec{Netns: m.ns.path(), MAC: m.mac,
+		add := func(network string, m member, mask net.IPMask) error {
+			_, err := lc.AddEndpoint(network, lifecycle.Spec{Netns: m.ns.path(), MAC: m.mac,
 				IP: &net.IPNet{IP: m.ip, Mask: mask}, XDP: d.path == xmvXDP})
 			return err
 		}
 		for _, m := range d.members {
-			if err := add(lan, m, subnetMask); err != nil {
+			if err := add("lan", m, subnetMask); err != nil {
 				return err
 			}
 		}
 		if d.tagged != nil {
-			return add(v10, *d.tagged, subnetMask)
+			return add("v10", *d.tagged, subnetMask)
 		}
 		return nil
 	})
@@ -156,7 +144,7 @@ func (d *deployment) deployXmacvlan() error {
 func (d *deployment) remove() error {
 	l := d.lab
 	if d.path != kernel {
-		return l.host.do(func() error { return loader.Detach(l.root, parent, true) })
+		return l.host.do(func() error { return (&lifecycle.Root{Dir: l.root}).DetachParent(parent, true) })
 	}
 	var first error
 	for _, m := range d.members {

@@ -1,4 +1,4 @@
-package endpoint
+package lifecycle
 
 // Route policy (README "Routes"). A container endpoint gets a default
 // route via its gateway only when its namespace has no default route of
@@ -10,7 +10,6 @@ package endpoint
 // it installs carry RouteProtocol, so they name their owner.
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -112,29 +111,6 @@ func addDefaultRoute(nl *netlink.Handle, link netlink.Link, gw net.IP) error {
 	r := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw, Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
 	if err := nl.RouteAdd(r); err != nil {
 		return fmt.Errorf("default route via %s dev %s: %w", gw, link.Attrs().Name, err)
-	}
-	return nil
-}
-
-// removeOwnRoutes deletes the routes xmacvlan installed on the interface
-// ifname, and no other. (Deleting the veth would take them too; this
-// keeps the endpoint's removal exact on its own.)
-func removeOwnRoutes(nl *netlink.Handle, ifname string) error {
-	link, err := nl.LinkByName(ifname)
-	if err != nil {
-		return nil // gone: so are its routes
-	}
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		routes, err := nl.RouteListFiltered(fam, &netlink.Route{LinkIndex: link.Attrs().Index, Protocol: RouteProtocol},
-			netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
-		if err != nil {
-			return fmt.Errorf("list routes of %s: %w", ifname, err)
-		}
-		for _, r := range routes {
-			if err := nl.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("delete route %s: %w", describeRoute(nl, r), err)
-			}
-		}
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package endpoint
+package lifecycle
 
 import (
 	"errors"
@@ -11,7 +11,6 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
-	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // A failure at any step of Add leaves no veth, no table entry, no link
@@ -29,27 +28,22 @@ func TestAddRollsBackOnFailure(t *testing.T) {
 	host.NL.LinkSetUp(parent)
 	root := filepath.Join("/sys/fs/bpf", testutil.Name("xt"))
 	t.Cleanup(func() {
-		host.Do(func() error { return loader.Detach(root, "ens33", true) })
+		host.Do(func() error { return (&Root{Dir: root}).DetachParent("ens33", true) })
 		os.RemoveAll(root)
 	})
-	var network tables.Network
+	r := &Root{Dir: root}
 	err := host.Do(func() error {
 		if _, err := loader.Attach(loader.AttachOptions{Root: root, Parent: "ens33"}); err != nil {
 			return err
 		}
-		h, err := loader.Open(root, "ens33")
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		network = tables.Network{Name: "v10", VLAN: 10}
-		return h.Tables.AddNetwork(network)
+		_, err := r.CreateNetwork("ens33", NetworkSpec{Name: "v10", VLAN: 10})
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	type state struct{ hostLinks, contLinks, endpoints, fdb, pins int }
+	type state struct{ hostLinks, contLinks, endpoints, records, fdb, pins int }
 	snapshot := func() state {
 		var s state
 		hl, _ := host.NL.LinkList()
@@ -67,6 +61,8 @@ func TestAddRollsBackOnFailure(t *testing.T) {
 			defer h.Close()
 			eps, err := h.Tables.Endpoints()
 			s.endpoints = len(eps)
+			recs, _ := h.Tables.Records()
+			s.records = len(recs)
 			return err
 		})
 		return s
@@ -75,12 +71,7 @@ func TestAddRollsBackOnFailure(t *testing.T) {
 	spec := Spec{Netns: cont.Path(), IP: &net.IPNet{IP: net.ParseIP("10.10.0.5").To4(), Mask: ipnet.Mask}, XDP: true}
 	add := func() error {
 		return host.Do(func() error {
-			h, err := loader.Open(root, "ens33")
-			if err != nil {
-				return err
-			}
-			defer h.Close()
-			_, err = Add(h, network, spec)
+			_, err := r.AddEndpoint("v10", spec)
 			return err
 		})
 	}
@@ -106,7 +97,7 @@ func TestAddRollsBackOnFailure(t *testing.T) {
 	if err := add(); err != nil {
 		t.Fatal(err)
 	}
-	if after := snapshot(); after.endpoints != 1 || after.contLinks != before.contLinks+1 || after.fdb != before.fdb+1 {
+	if after := snapshot(); after.endpoints != 1 || after.records != 1 || after.contLinks != before.contLinks+1 || after.fdb != before.fdb+1 {
 		t.Errorf("after a successful add: %+v (before %+v)", after, before)
 	}
 }

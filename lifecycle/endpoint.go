@@ -1,8 +1,8 @@
-// Package endpoint does for xmacvlan what a container runtime asks of a
-// macvlan driver: it builds an endpoint (a veth pair whose inner end sits
-// in the container's namespace with the endpoint's MAC, IP and routes),
-// registers it with the datapath, and takes it apart again.
-package endpoint
+package lifecycle
+
+// An endpoint is what a container runtime asks of a macvlan driver: a veth
+// pair whose inner end sits in the container's namespace with the
+// endpoint's MAC, IP and routes, registered with the datapath.
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -78,11 +80,13 @@ func openTarget(s Spec) (*target, error) {
 	return t, nil
 }
 
-// Add builds the endpoint and registers it on network n of the parent
-// h holds. Every check runs before anything is built; tables are written
-// last, so no frame is forwarded to a half-built endpoint; any failure
-// removes everything built so far.
-func Add(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint, err error) {
+// addEndpoint builds the endpoint and registers it on network n of the
+// parent h holds. Its record is written first (Building) and marked Ready
+// last; the datapath tables are written after everything else, so no frame
+// is forwarded to a half-built endpoint. Any failure removes everything
+// built so far; a crash leaves the record, and the next writer removes
+// what it names (repair). Every check runs before anything is built.
+func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint, err error) {
 	settings, err := h.Tables.Settings()
 	if err != nil {
 		return ep, err
@@ -90,6 +94,9 @@ func Add(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint, err er
 	parent, err := netlink.LinkByIndex(settings.ParentIfindex)
 	if err != nil {
 		return ep, fmt.Errorf("parent %s (ifindex %d) is gone: %w", h.Parent, settings.ParentIfindex, err)
+	}
+	if err := reapStaleHolders(h, n, s); err != nil {
+		return ep, err
 	}
 	p := Parent{Name: h.Parent, MAC: parent.Attrs().HardwareAddr, MTU: parent.Attrs().MTU}
 	existing, err := h.Tables.Endpoints()
@@ -125,25 +132,38 @@ func Add(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint, err er
 			return ep, err
 		}
 	}
-	outer, err := outerName()
+	id, err := h.Tables.FreeID()
 	if err != nil {
 		return ep, err
 	}
-
-	var undo []func()
+	outer, err := outerName(settings.ParentIfindex, n.VLAN, id)
+	if err != nil {
+		return ep, err
+	}
+	rec := tables.Record{State: tables.Building, Endpoint: tables.Endpoint{
+		ID: id, VLAN: n.VLAN, MAC: s.MAC, XDPDelivery: s.XDP, Host: s.Host,
+		Netns: tg.name, NetnsIno: tg.ino, Ifname: s.Name, IP: s.IP,
+		Outer: outer, MTU: s.MTU, Gateway: gateway,
+	}}
+	if err := h.Tables.PutRecord(rec); err != nil {
+		return ep, err
+	}
 	defer func() {
 		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
+			if rerr := teardown(h, rec.ID); rerr != nil {
+				err = fmt.Errorf("%w (and rolling back: %v; `xmacvlan gc` retries)", err, rerr)
 			}
 		}
 	}()
-	undo = append(undo, func() { deleteLink(outer) }) // takes the inner end with it
 	if err := createVeth(outer, s, tg); err != nil {
 		return ep, err
 	}
 	outerLink, err := netlink.LinkByName(outer)
 	if err != nil {
+		return ep, err
+	}
+	rec.Ifindex = outerLink.Attrs().Index
+	if err := h.Tables.PutRecord(rec); err != nil {
 		return ep, err
 	}
 	if err := failpoint("after-veth"); err != nil {
@@ -155,21 +175,22 @@ func Add(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint, err er
 	if err := failpoint("after-inner"); err != nil {
 		return ep, err
 	}
-	ep, err = h.AddEndpoint(tables.Endpoint{
-		Ifindex: outerLink.Attrs().Index, VLAN: n.VLAN, MAC: s.MAC, XDPDelivery: s.XDP, Host: s.Host,
-		Netns: tg.name, NetnsIno: tg.ino, Ifname: s.Name, IP: s.IP,
-	})
-	if err != nil {
+	if err := plug(h, rec.Endpoint); err != nil {
 		return ep, err
 	}
-	undo = append(undo, func() { h.RemoveEndpoint(ep) })
 	if err := failpoint("after-register"); err != nil {
 		return ep, err
 	}
 	// Peers learn the new MAC at once. Best effort: the endpoint works
-	// without it, as it would after a reboot of the container.
+	// without it, as it would after a reboot of the container. Before the
+	// record is Ready, so that an add killed at any step is rolled back
+	// whole and the same add then succeeds.
 	announce(tg, s)
-	return ep, nil
+	rec.State = tables.Ready
+	if err := h.Tables.PutRecord(rec); err != nil {
+		return ep, err
+	}
+	return rec.Endpoint, nil
 }
 
 // complete fills the defaults of s: the interface name, the MTU (the
@@ -177,10 +198,7 @@ func Add(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint, err er
 // no endpoint of the network has.
 func complete(s *Spec, n tables.Network, p Parent, existing []tables.Endpoint) {
 	if s.Name == "" {
-		s.Name = "eth0"
-		if s.Host {
-			s.Name = hostIfname(n)
-		}
+		s.Name = defaultName(n, s.Host)
 	}
 	if s.MTU == 0 {
 		s.MTU = n.MTU
@@ -198,15 +216,6 @@ func complete(s *Spec, n tables.Network, p Parent, existing []tables.Endpoint) {
 	}
 }
 
-// hostIfname is the default name of network n's host endpoint.
-func hostIfname(n tables.Network) string {
-	name := "xmv-" + n.Name
-	if len(name) > 15 {
-		name = name[:15]
-	}
-	return name
-}
-
 // randomMAC returns a locally administered unicast address, as the kernel
 // gives a macvlan without one.
 func randomMAC() net.HardwareAddr {
@@ -216,18 +225,33 @@ func randomMAC() net.HardwareAddr {
 	return mac
 }
 
-// outerName picks an unused name for the outer end in the parent's
-// namespace.
-func outerName() (string, error) {
-	for range 16 {
-		b := make([]byte, 4)
-		rand.Read(b)
-		name := fmt.Sprintf("xmv%x", b)
-		if _, err := netlink.LinkByName(name); err != nil {
-			return name, nil
-		}
+// outerName names the outer end after the parent's ifindex, the VLAN and
+// the endpoint's id, all in hex: xmv<parent><vlan:3><id:3>, at most 15
+// bytes. The name alone says which endpoint a veth was built for, so a
+// leftover of a crash is found by name.
+func outerName(parentIfindex int, vlan uint16, id int) (string, error) {
+	name := fmt.Sprintf("xmv%x%03x%03x", parentIfindex, vlan, id)
+	if len(name) > 15 {
+		return "", fmt.Errorf("parent ifindex %d too large to name its endpoints' veths", parentIfindex)
 	}
-	return "", fmt.Errorf("no free interface name")
+	return name, nil
+}
+
+// ours says whether name is an outer veth name of the parent h holds.
+// One NIC has one datapath, so within the parent's namespace the name
+// alone says which root and parent own the veth.
+func ours(h *loader.Handle, name string) bool {
+	s, err := h.Tables.Settings()
+	if err != nil {
+		return false
+	}
+	prefix := fmt.Sprintf("xmv%x", s.ParentIfindex)
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok || len(rest) != 6 {
+		return false
+	}
+	_, err = strconv.ParseUint(rest, 16, 32)
+	return err == nil
 }
 
 // createVeth creates the pair with the inner end already in its namespace
@@ -242,6 +266,9 @@ func createVeth(outer string, s Spec, tg *target) error {
 	}
 	if err := netlink.LinkAdd(v); err != nil {
 		if errors.Is(err, unix.EEXIST) {
+			if _, err := netlink.LinkByName(outer); err == nil {
+				return fmt.Errorf("interface %s exists already (left by a crash? `xmacvlan gc` removes it)", outer)
+			}
 			return fmt.Errorf("namespace %s already has an interface called %s", tg.name, s.Name)
 		}
 		return fmt.Errorf("create veth %s/%s: %w", outer, s.Name, err)
@@ -320,48 +347,41 @@ func disableIPv6(tg *target, ifname string) error {
 	})
 }
 
-// Delete takes the endpoint called name in namespace netnsSpec (or the host
-// endpoint called name) off network n and removes its veth. Deleting an
-// endpoint that does not exist is not an error: found says which it was.
-func Delete(h *loader.Handle, n tables.Network, netnsSpec string, host bool, name string) (found bool, err error) {
+// defaultName is the inner interface name when none is given: eth0, or
+// xmv-NETWORK (cut to 15 bytes) for a host endpoint.
+func defaultName(n tables.Network, host bool) string {
+	if !host {
+		return "eth0"
+	}
+	name := "xmv-" + n.Name
+	if len(name) > 15 {
+		name = name[:15]
+	}
+	return name
+}
+
+// findRecord finds the record on network n that sel names: same inner
+// name and the same namespace (by inode when the namespace still opens,
+// else by the name it was given).
+func findRecord(h *loader.Handle, n tables.Network, sel Selector) (tables.Record, bool, error) {
+	name := sel.Name
 	if name == "" {
-		name = "eth0"
-		if host {
-			name = hostIfname(n)
-		}
+		name = defaultName(n, sel.Host)
 	}
 	var ino uint64
-	tg, err := openTarget(Spec{Netns: netnsSpec, Host: host})
-	if err == nil {
+	if tg, err := openTarget(Spec{Netns: sel.Netns, Host: sel.Host}); err == nil {
 		ino = tg.ino
-		defer tg.close()
+		tg.close()
 	}
-	eps, err := h.Tables.Endpoints()
+	recs, err := h.Tables.Records()
 	if err != nil {
-		return false, err
+		return tables.Record{}, false, err
 	}
-	for _, ep := range eps {
-		sameNS := (ino != 0 && ep.NetnsIno == ino) || (!host && ep.Netns == netnsSpec)
-		if ep.VLAN != n.VLAN || ep.Ifname != name || ep.Host != host || !sameNS {
-			continue
+	for _, r := range recs {
+		sameNS := (ino != 0 && r.NetnsIno == ino) || (!sel.Host && r.Netns == sel.Netns)
+		if r.VLAN == n.VLAN && r.Ifname == name && r.Host == sel.Host && sameNS {
+			return r, true, nil
 		}
-		if ino != 0 && ep.NetnsIno == ino {
-			if err := removeOwnRoutes(tg.nl, name); err != nil {
-				return true, err
-			}
-		}
-		return true, Remove(h, ep)
 	}
-	return false, nil
-}
-
-// Remove takes a registered endpoint apart and deletes its veth.
-func Remove(h *loader.Handle, ep tables.Endpoint) error {
-	return h.RemoveEndpoint(ep)
-}
-
-func deleteLink(name string) {
-	if l, err := netlink.LinkByName(name); err == nil {
-		netlink.LinkDel(l)
-	}
+	return tables.Record{}, false, nil
 }

@@ -1,4 +1,4 @@
-package endpoint
+package lifecycle
 
 // The input rules for networks and endpoints, each in one place. The
 // functions take plain values (specs, table entries, the parent's MAC and
