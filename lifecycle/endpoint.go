@@ -381,9 +381,3 @@ func findRecord(h *loader.Handle, n tables.Network, sel Selector) (tables.Record
 	}
 	return tables.Record{}, false, nil
 }
-
-func deleteLink(name string) {
-	if l, err := netlink.LinkByName(name); err == nil {
-		netlink.LinkDel(l)
-	}
-}
