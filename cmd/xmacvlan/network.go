@@ -18,17 +18,18 @@ func newNetworkCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// parseVLAN reads --vlan: 1..4094. No --vlan is the untagged segment.
+// parseVLAN reads --vlan (lifecycle.CheckVLAN). No --vlan, like 0, is the
+// untagged segment.
 func parseVLAN(s string) (uint16, error) {
 	if s == "" {
 		return 0, nil
 	}
 	v, err := strconv.Atoi(s)
 	if err != nil {
-		return 0, fmt.Errorf("invalid VLAN %q: want a number in 1..4094", s)
+		return 0, fmt.Errorf("invalid VLAN %q: want a number in 1..%d, or 0 for the untagged segment", s, tables.MaxVLAN)
 	}
-	if v < 1 || v > tables.MaxVLAN {
-		return 0, fmt.Errorf("invalid VLAN %d: want 1..4094 (omit --vlan for the untagged segment)", v)
+	if err := lifecycle.CheckVLAN(v); err != nil {
+		return 0, err
 	}
 	return uint16(v), nil
 }
@@ -65,7 +66,7 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 	var parent, vlan, mode, subnet, gateway string
 	var mtu int
 	cmd := &cobra.Command{
-		Use:   "create NAME --parent IFACE [--vlan 1-4094]",
+		Use:   "create NAME --parent IFACE [--vlan 0-4094]",
 		Short: "Create a network: the untagged segment of a parent, or one VLAN on it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -96,7 +97,7 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&parent, "parent", "", "attached parent interface")
-	f.StringVar(&vlan, "vlan", "", "802.1Q VLAN 1-4094 (default: the untagged segment)")
+	f.StringVar(&vlan, "vlan", "", "802.1Q VLAN 1-4094; 0 or none: the untagged segment")
 	f.StringVar(&mode, "mode", "bridge", "bridge, private or vepa")
 	f.StringVar(&subnet, "subnet", "", "the network's subnet, e.g. 172.16.10.0/24")
 	f.StringVar(&gateway, "gateway", "", "default gateway for endpoints, inside --subnet")
