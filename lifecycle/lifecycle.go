@@ -27,6 +27,9 @@ import (
 // attached parent). Each method takes the root's lock for its duration.
 type Root struct {
 	Dir string
+	// Followed, if set, hears what a writer changed to make the endpoints
+	// follow their parent (see Reconcile), one line per change.
+	Followed func(change string)
 }
 
 // Open returns the state root at dir (loader.DefaultRoot unless --bpffs
@@ -70,7 +73,7 @@ func (r *Root) writer(parent string) (*loader.Handle, error) {
 		h.Close()
 		return nil, err
 	}
-	return h, nil
+	return r.followOnWrite(h)
 }
 
 // network locks the root, opens the parent of network name, repairs it
@@ -82,6 +85,9 @@ func (r *Root) network(name string) (*loader.Handle, tables.Network, error) {
 	}
 	if err := repair(h); err != nil {
 		h.Close()
+		return nil, n, err
+	}
+	if h, err = r.followOnWrite(h); err != nil {
 		return nil, n, err
 	}
 	n, _, err = h.Tables.Network(n.VLAN)

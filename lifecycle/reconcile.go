@@ -128,7 +128,7 @@ func check(h *loader.Handle, rec tables.Record) []Difference {
 	case outer.Attrs().Name != rec.Outer:
 		diff("outer veth", fmt.Sprintf("%s (ifindex %d)", rec.Outer, rec.Ifindex), outer.Attrs().Name)
 	}
-	checkInner(rec, diff)
+	checkInner(withParentMTU(h, rec), diff)
 
 	ep, ok, err := h.Tables.Endpoint(rec.Ifindex)
 	switch {
