@@ -38,6 +38,17 @@ import (
 // the recorded tables and settings. What fails for one endpoint does not
 // stop the others: the failures are returned together, after the changes.
 func (r *Root) Reconcile(parent string) (changes []string, err error) {
+	return r.reconcile(parent, true)
+}
+
+// Follow is Reconcile as the writing commands run it (attach calls it
+// after attaching): it never takes an endpoint down, since without
+// `xmacvlan watch` nothing would see the parent come back to undo that.
+func (r *Root) Follow(parent string) (changes []string, err error) {
+	return r.reconcile(parent, false)
+}
+
+func (r *Root) reconcile(parent string, takeDown bool) (changes []string, err error) {
 	h, err := loader.Open(r.Dir, parent)
 	if err != nil {
 		return nil, err
@@ -46,19 +57,18 @@ func (r *Root) Reconcile(parent string) (changes []string, err error) {
 		h.Close()
 		return nil, err
 	}
-	h, changes, err = r.follow(h, true)
+	h, changes, err = r.follow(h, takeDown)
 	if h != nil {
 		h.Close()
 	}
 	return changes, err
 }
 
-// followOnWrite is the cheap Reconcile every writer runs on the parent it
-// opened, so the next command repairs what changed. It never takes an
-// endpoint down: only `xmacvlan watch` sees the parent come back up to
-// undo that. Changes and per-endpoint failures go to r.Followed; only a
-// failed re-attach of a re-created parent fails the command. h may be
-// closed and reopened (the attach takes the lock itself).
+// followOnWrite is Follow for a writer that holds h already, so the next
+// command repairs what changed. Changes and per-endpoint failures go to
+// r.Followed; only a failed re-attach of a re-created parent fails the
+// command. h may be closed and reopened (the attach takes the lock
+// itself).
 func (r *Root) followOnWrite(h *loader.Handle) (*loader.Handle, error) {
 	h, changes, err := r.follow(h, false)
 	if h == nil {
@@ -250,4 +260,22 @@ func withParentMTU(h *loader.Handle, rec tables.Record) tables.Record {
 		rec.MTU = FollowedMTU(rec.MTU, p.Attrs().MTU)
 	}
 	return rec
+}
+
+// followingNetwork is network for the writers that change it: the
+// endpoints of its parent follow the parent first (followOnWrite).
+// `endpoint check` does not: it reports what differs, and repairs nothing.
+func (r *Root) followingNetwork(name string) (*loader.Handle, tables.Network, error) {
+	h, n, err := r.network(name)
+	if err != nil {
+		return nil, n, err
+	}
+	if h, err = r.followOnWrite(h); err != nil {
+		return nil, n, err
+	}
+	n, _, err = h.Tables.Network(n.VLAN)
+	if err != nil {
+		h.Close()
+	}
+	return h, n, err
 }

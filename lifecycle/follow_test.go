@@ -427,6 +427,14 @@ func TestWatchFollowsTheParent(t *testing.T) {
 	g.host.NL.LinkSetUp(g.parent(t))
 	within("eth0 carrier on", func() bool { return g.carrier(t) })
 
+	if err := g.host.NL.LinkDel(g.parent(t)); err != nil {
+		t.Fatal(err)
+	}
+	within("eth0 carrier off with the parent gone", func() bool { return !g.carrier(t) })
+	g.makeParent(t)
+	within("eth0 carrier on with the parent re-created", func() bool { return g.carrier(t) })
+	g.ping(t, g.wire, 100, true) // attached again: a frame from the wire reaches the endpoint
+
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +447,9 @@ func TestWatchFollowsTheParent(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("watch still running 5s after SIGTERM")
 	}
-	if !strings.Contains(stdout.String(), "MTU 1500 -> 1400") {
-		t.Errorf("watch printed %q, want the MTU change", stdout.String())
+	for _, want := range []string{"MTU 1500 -> 1400", "MTU 1400 -> 1500", "parent is gone", "attached again"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("watch printed %q, want %q", stdout.String(), want)
+		}
 	}
 }

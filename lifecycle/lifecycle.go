@@ -87,9 +87,6 @@ func (r *Root) network(name string) (*loader.Handle, tables.Network, error) {
 		h.Close()
 		return nil, n, err
 	}
-	if h, err = r.followOnWrite(h); err != nil {
-		return nil, n, err
-	}
 	n, _, err = h.Tables.Network(n.VLAN)
 	if err != nil {
 		h.Close()
@@ -146,7 +143,7 @@ func (r *Root) CreateNetwork(parent string, s NetworkSpec) (tables.Network, erro
 // DeleteNetwork deletes network name. It refuses while the network has
 // endpoints, unless force, which deletes them first.
 func (r *Root) DeleteNetwork(name string, force bool) error {
-	h, n, err := r.network(name)
+	h, n, err := r.followingNetwork(name)
 	if err != nil {
 		return err
 	}
@@ -182,7 +179,7 @@ func (r *Root) Networks() ([]loader.ParentNetwork, error) {
 // MAC, address or inner name (its namespace or outer veth is gone) is
 // removed first; a live one is refused, named in the error.
 func (r *Root) AddEndpoint(network string, s Spec) (tables.Endpoint, error) {
-	h, n, err := r.network(network)
+	h, n, err := r.followingNetwork(network)
 	if err != nil {
 		return tables.Endpoint{}, err
 	}
@@ -194,7 +191,7 @@ func (r *Root) AddEndpoint(network string, s Spec) (tables.Endpoint, error) {
 // veth. Deleting an endpoint that does not exist is not an error: found
 // says which it was.
 func (r *Root) DeleteEndpoint(network string, sel Selector) (found bool, err error) {
-	h, n, err := r.network(network)
+	h, n, err := r.followingNetwork(network)
 	if err != nil {
 		return false, err
 	}

@@ -33,7 +33,7 @@ func newAttachCmd(g *globals) *cobra.Command {
 				return err
 			}
 			// The endpoints follow what the parent became since (watch.go).
-			followed, ferr := g.lifecycle().Reconcile(args[0])
+			followed, ferr := g.lifecycle().Follow(args[0])
 			for _, c := range followed {
 				fmt.Fprintln(cmd.ErrOrStderr(), "followed the parent:", c)
 			}
