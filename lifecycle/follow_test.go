@@ -364,6 +364,25 @@ func TestWriterFollowsTheParent(t *testing.T) {
 	if len(heard) != 1 || !strings.Contains(heard[0], "MTU 1500 -> 1400") {
 		t.Errorf("heard %q, want one MTU change", heard)
 	}
+
+	// While the parent is as the endpoints last followed it, a writer
+	// visits no endpoint (so it costs nothing at 4,096 endpoints): a
+	// missing fdb entry waits for Reconcile (watch, attach).
+	e := &netlink.Neigh{LinkIndex: g.parent(t).Attrs().Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT, HardwareAddr: g.mac}
+	if err := g.host.NL.NeighDel(e); err != nil {
+		t.Fatal(err)
+	}
+	heard = nil
+	err = g.host.Do(func() error { return g.r.DeleteNetwork("v7", false) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(heard) != 0 || g.hasFDB(t) {
+		t.Errorf("a writer with the parent unchanged visited the endpoints: heard %q", heard)
+	}
+	if changes := g.reconcile(t); len(changes) != 1 || !g.hasFDB(t) {
+		t.Errorf("Reconcile: %q, want the fdb entry re-added", changes)
+	}
 }
 
 // `xmacvlan watch`, as a separate process, follows the parent within
