@@ -14,7 +14,6 @@ import (
 	"slices"
 
 	"github.com/cilium/ebpf"
-
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -53,12 +52,8 @@ func (r *Root) Follow(parent string) (changes []string, err error) {
 }
 
 func (r *Root) reconcile(parent string, takeDown bool) (changes []string, err error) {
-	h, err := loader.Open(r.Dir, parent)
+	h, err := r.repaired(parent)
 	if err != nil {
-		return nil, err
-	}
-	if err := repair(h); err != nil {
-		h.Close()
 		return nil, err
 	}
 	h, changes, err = r.follow(h, takeDown, false)

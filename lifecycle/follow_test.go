@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // followRig is a parent "ens33" (a veth whose other end, "wire", is in a
@@ -273,38 +275,33 @@ func TestEndpointsFollowTheParent(t *testing.T) {
 	}
 
 	t.Log("endpoint tcx link gone")
-	linkAlive := func() (alive bool) {
-		g.host.Do(func() error {
+	// withEndpoint runs f with the parent open and its one endpoint.
+	withEndpoint := func(f func(h *loader.Handle, rec tables.Record) error) {
+		t.Helper()
+		err := g.host.Do(func() error {
 			h, err := loader.Open(g.root, "ens33")
 			if err != nil {
 				return err
 			}
 			defer h.Close()
-			recs, _ := h.Tables.Records()
-			if len(recs) == 1 {
-				if alive = h.EndpointLinkAlive(recs[0].Ifindex); !alive {
-					t.Logf("tcx link of %s: not alive", recs[0].Outer)
-				}
+			recs, err := h.Tables.Records()
+			if err != nil || len(recs) != 1 {
+				return fmt.Errorf("records %v: %v, want one", recs, err)
 			}
+			return f(h, recs[0])
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	linkAlive := func() (alive bool) {
+		withEndpoint(func(h *loader.Handle, rec tables.Record) error {
+			alive = h.EndpointLinkAlive(rec.Ifindex)
 			return nil
 		})
 		return alive
 	}
-	err := g.host.Do(func() error {
-		h, err := loader.Open(g.root, "ens33")
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		recs, err := h.Tables.Records()
-		if err != nil {
-			return err
-		}
-		return h.DetachEndpointLink(recs[0].Ifindex)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	withEndpoint(func(h *loader.Handle, rec tables.Record) error { return h.DetachEndpointLink(rec.Ifindex) })
 	if linkAlive() {
 		t.Fatal("tcx link alive after its detach")
 	}

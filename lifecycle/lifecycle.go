@@ -65,6 +65,16 @@ var netNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,31}$`)
 // writer locks the root, opens an attached parent and repairs what a
 // crash left half-done.
 func (r *Root) writer(parent string) (*loader.Handle, error) {
+	h, err := r.repaired(parent)
+	if err != nil {
+		return nil, err
+	}
+	return r.followOnWrite(h)
+}
+
+// repaired is writer without following the parent (Reconcile follows it
+// its own way).
+func (r *Root) repaired(parent string) (*loader.Handle, error) {
 	h, err := loader.Open(r.Dir, parent)
 	if err != nil {
 		return nil, err
@@ -73,7 +83,7 @@ func (r *Root) writer(parent string) (*loader.Handle, error) {
 		h.Close()
 		return nil, err
 	}
-	return r.followOnWrite(h)
+	return h, nil
 }
 
 // network locks the root, opens the parent of network name, repairs it
