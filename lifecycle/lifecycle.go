@@ -17,6 +17,7 @@ import (
 	"slices"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/xmacvlan/xmacvlan/loader"
@@ -280,13 +281,82 @@ func (r *Root) DetachParent(parent string, force bool) error {
 		if len(recs) > 0 && !force {
 			return fmt.Errorf("%s has %d endpoints; delete them first or detach with --force", parent, len(recs))
 		}
-		for _, rec := range recs {
-			if err := teardown(h, rec.ID); err != nil {
+		if err := teardownAll(h, recs); err != nil {
+			return err
+		}
+	}
+	return h.Detach()
+}
+
+// teardownAll removes every endpoint of recs, as teardown does one, but
+// deletes their veths in one batch first: a tcx link whose device is gone
+// is released without waiting for an RCU grace period, so the link pins
+// then go fast too. Every record is marked Deleting before anything is
+// removed, so a crash at any later step is finished by the next teardown.
+func teardownAll(h *loader.Handle, recs []tables.Record) error {
+	for _, rec := range recs {
+		if rec.State != tables.Deleting {
+			rec.State = tables.Deleting
+			if err := h.Tables.PutRecord(rec); err != nil {
 				return err
 			}
 		}
 	}
-	return h.Detach()
+	for _, rec := range recs {
+		if rec.Ifindex == 0 {
+			continue
+		}
+		if ep, ok, err := h.Tables.Endpoint(rec.Ifindex); err != nil {
+			return err
+		} else if ok && ep.ID == rec.ID {
+			if err := h.Tables.DeleteEndpoint(rec.Ifindex); err != nil {
+				return err
+			}
+		}
+	}
+	s, err := h.Tables.Settings()
+	if err != nil {
+		return err
+	}
+	if err := deleteGroup(outerGroup(s.ParentIfindex)); err != nil {
+		return err
+	}
+	macs := map[string]bool{}
+	for _, rec := range recs {
+		if outer := ourOuter(h, rec); outer != nil { // made outside the group
+			if err := netlink.LinkDel(outer); err != nil && !errors.Is(err, unix.ENODEV) {
+				return fmt.Errorf("delete endpoint veth %s: %w", rec.Outer, err)
+			}
+		}
+		if rec.Ifindex != 0 {
+			if err := h.DetachEndpointLink(rec.Ifindex); err != nil {
+				return err
+			}
+		}
+		if !macs[rec.MAC.String()] {
+			macs[rec.MAC.String()] = true
+			if err := removeUnicastEntry(h, rec.MAC); err != nil {
+				return err
+			}
+		}
+		if err := h.Tables.DeleteRecord(rec.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteGroup deletes every interface of group in this namespace with one
+// RTM_DELLINK (kernel rtnl_group_dellink). No interface in it is not an
+// error.
+func deleteGroup(group uint32) error {
+	req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(group)))
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete the endpoints' veths (group %#x): %w", group, err)
+	}
+	return nil
 }
 
 // plug hooks the transmit program to the outer veth, adds the MAC to the
