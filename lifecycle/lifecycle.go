@@ -376,10 +376,10 @@ func plug(h *loader.Handle, ep tables.Endpoint) error {
 	return h.Tables.PlugEndpoint(ep)
 }
 
-// teardown removes endpoint id in the reverse order of its making: the
-// record is marked Deleting, then the datapath entries go (MAC table,
-// flood list, endpoint table), then the link pin, the unicast filter entry
-// and the veth (the pair goes with the outer end), and the record last.
+// teardown removes endpoint id: the record is marked Deleting, then the
+// datapath entries go (MAC table, flood list, endpoint table), then the
+// veth (the pair goes with the outer end), its link pin and the unicast
+// filter entry, and the record last.
 // Every step is safe to repeat, so a crash anywhere is finished by the
 // next teardown of the same record.
 func teardown(h *loader.Handle, id int) error {
@@ -411,22 +411,24 @@ func teardown(h *loader.Handle, id int) error {
 				return err
 			}
 		}
-		// The kernel may have given a gone veth's ifindex to another one.
-		if !slices.ContainsFunc(others, func(r tables.Record) bool { return r.Ifindex == ifindex }) {
-			if err := h.DetachEndpointLink(ifindex); err != nil {
-				return err
-			}
+	}
+	// The veth before its link: the kernel releases a link whose device
+	// is gone without waiting for an RCU grace period.
+	if outer != nil {
+		if err := netlink.LinkDel(outer); err != nil && !errors.Is(err, unix.ENODEV) {
+			return fmt.Errorf("delete endpoint veth %s: %w", rec.Outer, err)
+		}
+	}
+	// The kernel may have given a gone veth's ifindex to another one.
+	if ifindex != 0 && !slices.ContainsFunc(others, func(r tables.Record) bool { return r.Ifindex == ifindex }) {
+		if err := h.DetachEndpointLink(ifindex); err != nil {
+			return err
 		}
 	}
 	// Another endpoint of the parent (on another VLAN) may use the same MAC.
 	if !slices.ContainsFunc(others, func(r tables.Record) bool { return slices.Equal(r.MAC, rec.MAC) }) {
 		if err := removeUnicastEntry(h, rec.MAC); err != nil {
 			return err
-		}
-	}
-	if outer != nil {
-		if err := netlink.LinkDel(outer); err != nil && !errors.Is(err, unix.ENODEV) {
-			return fmt.Errorf("delete endpoint veth %s: %w", rec.Outer, err)
 		}
 	}
 	return h.Tables.DeleteRecord(rec.ID)
