@@ -113,11 +113,15 @@ func TestKillAtEveryStep(t *testing.T) {
 		h.mustCLI("attach", h.parent)
 		t.Cleanup(func() { h.cli("detach", "--force", h.parent) })
 		h.mustCLI("network", "create", "lan", "--parent", h.parent, "--subnet", "10.0.0.0/24")
-		innocent, c := testutil.NewNetns(t, "xc"), testutil.NewNetns(t, "xc")
-		h.mustCLI("endpoint", "add", "lan", "--netns", innocent.Name, "--ip", "10.0.0.10/24")
+		// c sits between two innocents on the flood list, so that its
+		// removal moves the last one into its slot.
+		before, c, after := testutil.NewNetns(t, "xc"), testutil.NewNetns(t, "xc"), testutil.NewNetns(t, "xc")
+		h.mustCLI("endpoint", "add", "lan", "--netns", before.Name, "--ip", "10.0.0.10/24")
 		add := []string{"endpoint", "add", "lan", "--netns", c.Name, "--ip", "10.0.0.11/24"}
 		del := []string{"endpoint", "del", "lan", "--netns", c.Name}
+		addAfter := []string{"endpoint", "add", "lan", "--netns", after.Name, "--ip", "10.0.0.12/24"}
 		h.mustCLI(add...)
+		h.mustCLI(addAfter...)
 		kills := killEverywhere(t, h, del,
 			func(string) error {
 				if err := h.cliErr(del...); err != nil {
@@ -130,6 +134,12 @@ func TestKillAtEveryStep(t *testing.T) {
 			},
 			func(string) error {
 				if err := h.cliErr(add...); err != nil {
+					return err
+				}
+				if err := h.cliErr("endpoint", "del", "lan", "--netns", after.Name); err != nil {
+					return err
+				}
+				if err := h.cliErr(addAfter...); err != nil {
 					return err
 				}
 				return h.consistency()
