@@ -34,7 +34,8 @@ import (
 //     IFF_LOWER_UP), down otherwise or while the parent is gone, so the
 //     container sees carrier off (netif_stacked_transfer_operstate);
 //   - the endpoint's MAC is in the parent's unicast filter (fdb "self");
-//   - the endpoint's tcx link is pinned and alive.
+//   - the endpoint's tcx link is pinned and alive;
+//   - the outer end is in the parent's interface group (outerGroup).
 //
 // A parent deleted and re-created under the same name (a new ifindex) gets
 // the datapath attached again first, as `xmacvlan attach` does, keeping
@@ -220,6 +221,15 @@ func followEndpoints(h *loader.Handle, takeDown, cheap bool) ([]string, error) {
 			} else {
 				fdb = append(fdb, *e)
 				note("%s added to the parent's unicast filter again", rec.MAC)
+			}
+		}
+		if group := outerGroup(s.ParentIfindex); outer.Attrs().Group != group {
+			// Made for the parent before it was re-created: detach --force
+			// deletes the group of the parent's ifindex now.
+			if err := netlink.LinkSetGroup(outer, int(group)); err != nil {
+				fail("interface group", err)
+			} else {
+				note("moved to interface group %#x", group)
 			}
 		}
 		if !h.EndpointLinkAlive(rec.Ifindex) {

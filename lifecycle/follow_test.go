@@ -339,6 +339,13 @@ func TestEndpointsFollowTheParent(t *testing.T) {
 	g.ping(t, g.wire, 100, true) // a frame from the wire reaches the endpoint
 	g.ping(t, g.cont, 1500, true)
 	g.checkClean(t)
+	withEndpoint(func(h *loader.Handle, rec tables.Record) error {
+		l, err := g.host.NL.LinkByIndex(rec.Ifindex)
+		if err == nil && l.Attrs().Group != outerGroup(g.parent(t).Attrs().Index) {
+			t.Errorf("outer veth in group %#x, want the re-created parent's %#x", l.Attrs().Group, outerGroup(g.parent(t).Attrs().Index))
+		}
+		return err
+	})
 }
 
 // A writer command (here network create) makes the endpoints follow the
