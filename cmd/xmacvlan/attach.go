@@ -32,6 +32,14 @@ func newAttachCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// The endpoints follow what the parent became since (watch.go).
+			followed, ferr := g.lifecycle().Follow(args[0])
+			for _, c := range followed {
+				fmt.Fprintln(cmd.ErrOrStderr(), "followed the parent:", c)
+			}
+			if ferr != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: endpoints not all following the parent:", ferr)
+			}
 			w := cmd.OutOrStdout()
 			if g.output == "json" {
 				return writeJSON(w, res)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -20,7 +21,9 @@ type globals struct {
 
 // lifecycle is the state root --bpffs names.
 func (g *globals) lifecycle() *lifecycle.Root {
-	return &lifecycle.Root{Dir: g.root}
+	return &lifecycle.Root{Dir: g.root, Followed: func(change string) {
+		fmt.Fprintln(os.Stderr, "followed the parent:", change) // stderr: -o json stays one document
+	}}
 }
 
 func newRootCmd() *cobra.Command {
@@ -51,6 +54,7 @@ func newRootCmd() *cobra.Command {
 		newDemoCmd(),
 		newStatsCmd(g),
 		newMetricsCmd(g),
+		newWatchCmd(g),
 	)
 	return cmd
 }
