@@ -58,6 +58,8 @@ type podman struct {
 	env []string
 }
 
+// Podman's static and volume dirs stay under graphroot: set elsewhere, its
+// exit command misses them and every run waits 20 s for a conmon timeout.
 func newPodman(t *testing.T, h *cniHost) *podman {
 	dir := t.TempDir()
 	conf := fmt.Sprintf(`[network]
@@ -68,11 +70,9 @@ network_config_dir = %q
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 tmp_dir = %q
-static_dir = %q
-volume_path = %q
 [containers]
 default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-`, cniBinDir, cniToolsDir, h.confDir, filepath.Join(dir, "tmp"), filepath.Join(dir, "static"), filepath.Join(dir, "volumes"))
+`, cniBinDir, cniToolsDir, h.confDir, filepath.Join(dir, "tmp"))
 	storage := fmt.Sprintf("[storage]\ndriver = \"vfs\"\ngraphroot = %q\nrunroot = %q\n", filepath.Join(dir, "graph"), filepath.Join(dir, "run"))
 	os.WriteFile(filepath.Join(dir, "containers.conf"), []byte(conf), 0o644)
 	os.WriteFile(filepath.Join(dir, "storage.conf"), []byte(storage), 0o644)
