@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"strconv"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -131,7 +133,7 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint
 			}
 		}
 	}()
-	if err := createVeth(outer, s, tg, ownerTag(h)); err != nil {
+	if err := createVeth(outer, s, tg); err != nil {
 		return ep, err
 	}
 	outerLink, err := netlink.LinkByName(outer)
@@ -157,13 +159,15 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint
 	if err := failpoint("after-register"); err != nil {
 		return ep, err
 	}
+	// Peers learn the new MAC at once. Best effort: the endpoint works
+	// without it, as it would after a reboot of the container. Before the
+	// record is Ready, so that an add killed at any step is rolled back
+	// whole and the same add then succeeds.
+	announce(tg, s)
 	rec.State = tables.Ready
 	if err := h.Tables.PutRecord(rec); err != nil {
 		return ep, err
 	}
-	// Peers learn the new MAC at once. Best effort: the endpoint works
-	// without it, as it would after a reboot of the container.
-	announce(tg, s)
 	return rec.Endpoint, nil
 }
 
@@ -256,18 +260,28 @@ func outerName(parentIfindex int, vlan uint16, id int) (string, error) {
 	return name, nil
 }
 
-// ownerTag is the alias every outer veth of a parent under a root carries,
-// so gc finds the veths it owns and never touches another root's.
-func ownerTag(h *loader.Handle) string {
-	return "xmacvlan " + h.Dir
+// ours says whether name is an outer veth name of the parent h holds.
+// One NIC has one datapath, so within the parent's namespace the name
+// alone says which root and parent own the veth.
+func ours(h *loader.Handle, name string) bool {
+	s, err := h.Tables.Settings()
+	if err != nil {
+		return false
+	}
+	prefix := fmt.Sprintf("xmv%x", s.ParentIfindex)
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok || len(rest) != 6 {
+		return false
+	}
+	_, err = strconv.ParseUint(rest, 16, 32)
+	return err == nil
 }
 
 // createVeth creates the pair with the inner end already in its namespace
 // under its final name, so a name clash there fails the creation itself.
-// The outer end carries owner as its alias.
-func createVeth(outer string, s Spec, tg *target, owner string) error {
+func createVeth(outer string, s Spec, tg *target) error {
 	v := &netlink.Veth{
-		LinkAttrs:        netlink.LinkAttrs{Name: outer, MTU: s.MTU, Alias: owner},
+		LinkAttrs:        netlink.LinkAttrs{Name: outer, MTU: s.MTU},
 		PeerName:         s.Name,
 		PeerHardwareAddr: s.MAC,
 		PeerMTU:          uint32(s.MTU),

@@ -336,8 +336,10 @@ func teardown(h *loader.Handle, id int) error {
 				return err
 			}
 		}
-		if err := h.DetachEndpointLink(ifindex); err != nil {
-			return err
+		if !otherHasIfindex(h, rec.ID, ifindex) { // the kernel may have reused a gone veth's ifindex
+			if err := h.DetachEndpointLink(ifindex); err != nil {
+				return err
+			}
 		}
 	}
 	if err := removeUnicastEntry(h, rec); err != nil {
@@ -351,6 +353,14 @@ func teardown(h *loader.Handle, id int) error {
 	return h.Tables.DeleteRecord(rec.ID)
 }
 
+func otherHasIfindex(h *loader.Handle, id, ifindex int) bool {
+	recs, err := h.Tables.Records()
+	if err != nil {
+		return true // keep the pin; gc removes it once it is an orphan
+	}
+	return slices.ContainsFunc(recs, func(r tables.Record) bool { return r.ID != id && r.Ifindex == ifindex })
+}
+
 // ourOuter finds the outer veth of rec: by ifindex if that interface
 // still has the recorded name, else by name; nil if it is gone.
 func ourOuter(h *loader.Handle, rec tables.Record) netlink.Link {
@@ -362,7 +372,7 @@ func ourOuter(h *loader.Handle, rec tables.Record) netlink.Link {
 	if rec.Outer == "" {
 		return nil
 	}
-	if l, err := netlink.LinkByName(rec.Outer); err == nil && l.Attrs().Alias == ownerTag(h) {
+	if l, err := netlink.LinkByName(rec.Outer); err == nil && ours(h, rec.Outer) {
 		return l
 	}
 	return nil

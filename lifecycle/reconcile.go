@@ -279,7 +279,7 @@ func (r Removed) String() string { return fmt.Sprintf("%s on %s: %s", r.Kind, r.
 
 // GC removes, on the parent of network (or on every parent for ""), the
 // endpoints whose outer veth or namespace is gone, and what no record
-// accounts for: veths that carry this parent's owner tag, endpoint link
+// accounts for: veths named as this parent's outer veths, endpoint link
 // pins, locally administered unicast entries in the parent's filter, and
 // flood lists that do not match the endpoint table. It says what it
 // removed; with dryRun it removes nothing and says what it would.
@@ -371,7 +371,7 @@ func (r *Root) gcParent(parent string, vlan int, dryRun bool) ([]Removed, error)
 	}
 	for _, l := range links {
 		a := l.Attrs()
-		if a.Alias != ownerTag(h) || names[a.Name] {
+		if !ours(h, a.Name) || names[a.Name] {
 			continue
 		}
 		note("veth", a.Name+" (no endpoint record)")

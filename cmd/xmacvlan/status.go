@@ -27,10 +27,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			if g.output == "json" {
-				if sts == nil {
-					sts = []loader.ParentStatus{}
-				}
-				return writeJSON(w, sts)
+				return writeJSON(w, withStale(g, sts))
 			}
 			if len(sts) == 0 {
 				fmt.Fprintf(w, "no parent attached (state root %s)\n", g.root)
@@ -41,6 +38,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 					fmt.Fprintln(w)
 				}
 				printStatus(cmd, st)
+				printStale(w, g, st.Parent)
 			}
 			return nil
 		},
