@@ -55,14 +55,14 @@ func cniPluginDir(t testing.TB) string {
 // own network config, attachment and IPAM directories.
 type cniHost struct {
 	*host
-	t        *testing.T
+	t        testing.TB
 	confDir  string
 	stateDir string
 	ipamDir  string
 	path     string // CNI_PATH
 }
 
-func newCNIHost(t *testing.T, l *lab) *cniHost {
+func newCNIHost(t testing.TB, l *lab) *cniHost {
 	dir := t.TempDir()
 	h := &cniHost{host: l.host(), t: t, confDir: filepath.Join(dir, "net.d"), stateDir: filepath.Join(dir, "state"),
 		ipamDir: filepath.Join(dir, "ipam"), path: cniPluginDir(t) + ":" + cniToolsDir}
@@ -117,17 +117,26 @@ func (h *cniHost) cnitool(env []string, args ...string) (string, error) {
 // exec runs the plugin binary itself, as a runtime does: command, the
 // CNI environment and the config on stdin. It returns stdout.
 func (h *cniHost) exec(command, containerID, netns, ifname, args string, conf any) (string, error) {
+	return h.execPlugin("xmacvlan-cni", command, containerID, netns, ifname, args, conf)
+}
+
+// execPlugin is exec for another plugin binary (a path, or a name in the
+// directory of xmacvlan-cni).
+func (h *cniHost) execPlugin(bin, command, containerID, netns, ifname, args string, conf any) (string, error) {
 	b, err := json.Marshal(conf)
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command("nsenter", "--net="+h.ns.Path(), filepath.Join(cniBinDir, "xmacvlan-cni"))
+	if !filepath.IsAbs(bin) {
+		bin = filepath.Join(cniBinDir, bin)
+	}
+	cmd := exec.Command("nsenter", "--net="+h.ns.Path(), bin)
 	cmd.Env = append(os.Environ(), "CNI_COMMAND="+command, "CNI_CONTAINERID="+containerID, "CNI_NETNS="+netns,
 		"CNI_IFNAME="+ifname, "CNI_ARGS="+args, "CNI_PATH="+h.path)
 	cmd.Stdin = strings.NewReader(string(b))
 	out, err := cmd.Output()
 	if err != nil {
-		return string(out), fmt.Errorf("xmacvlan-cni %s: %v\n%s", command, err, out)
+		return string(out), fmt.Errorf("%s %s: %v\n%s", filepath.Base(bin), command, err, out)
 	}
 	return string(out), nil
 }
