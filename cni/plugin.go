@@ -61,6 +61,16 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		return err
 	}
 
+	st := openStore(c)
+	// A second ADD of an attachment must not touch the first: its rollback
+	// would release the first one's addresses and record.
+	if _, found, err := st.get(args.ContainerID, args.IfName); err != nil {
+		return err
+	} else if found {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf(
+			"container %s already has %s on network %s; DEL it first", args.ContainerID, args.IfName, c.Name), "")
+	}
+
 	result := &current.Result{CNIVersion: current.ImplementedSpecVersion}
 	if c.IPAM.Type != "" {
 		var r types.Result
@@ -80,7 +90,6 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		}
 	}
 
-	st := openStore(c)
 	att := attachment{ContainerID: args.ContainerID, Ifname: args.IfName, Netns: args.Netns}
 	// Written first: a DEL after a crash from here on finds the namespace.
 	if err := st.put(att); err != nil {

@@ -427,6 +427,64 @@ func TestCNIVersions(t *testing.T) {
 	}
 }
 
+// Dual stack: host-local hands out an IPv4 and an IPv6 address; the
+// endpoint's record holds the IPv4 one, the IPv6 one is added next to it;
+// both answer pings, CHECK sees both, a second ADD of the same attachment
+// is refused without harming the first, DEL releases both.
+func TestCNIDualStack(t *testing.T) {
+	l := newLab(t)
+	h := newCNIHost(t, l)
+	p := h.xmvPlugin(50, "172.16.50.0/24", "172.16.50.2", "172.16.50.50", "")
+	p["ipam"].(map[string]any)["ranges"] = [][]any{
+		{map[string]any{"subnet": "172.16.50.0/24", "rangeStart": "172.16.50.2", "rangeEnd": "172.16.50.50"}},
+		{map[string]any{"subnet": "fd00:50::/64", "rangeStart": "fd00:50::2", "rangeEnd": "fd00:50::50"}},
+	}
+	net := h.conflist(testutil.Name("c6"), "1.1.0", p)
+	a, b := testutil.NewNetns(t, "xk"), testutil.NewNetns(t, "xk")
+	ra := h.add(net, a, "eth0")
+	rb := h.add(net, b, "eth0")
+	if len(ra.IPs) != 2 || len(rb.IPs) != 2 {
+		t.Fatalf("want an IPv4 and an IPv6 address, got %v and %v", ra.IPs, rb.IPs)
+	}
+	for _, ip := range rb.IPs {
+		addr := strings.Split(ip.Address, "/")[0]
+		if err := ping(a, addr); err != nil {
+			t.Fatalf("to %s: %v", addr, err)
+		}
+	}
+	if _, err := h.cnitool(nil, "check", net, a.Path()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.cnitool(nil, "add", net, a.Path()); err == nil {
+		t.Fatal("a second ADD of the same attachment succeeded")
+	}
+	if _, err := h.cnitool(nil, "check", net, a.Path()); err != nil {
+		t.Fatalf("after a refused second ADD: %v", err)
+	}
+	if _, err := run(a, "ip", "-6", "addr", "del", rb.IPs[1].Address, "dev", "eth0"); err == nil {
+		t.Fatal("removed b's address from a")
+	}
+	if _, err := run(a, "ip", "-6", "addr", "del", ra.IPs[1].Address, "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := h.cnitool(nil, "check", net, a.Path())
+	if err == nil || !strings.Contains(out, "address: want "+ra.IPs[1].Address) {
+		t.Fatalf("CHECK after the IPv6 address was removed: want a failure naming it, got %v %s", err, out)
+	}
+	for _, ns := range []*testutil.Netns{a, b} {
+		if _, err := h.cnitool(nil, "del", net, ns.Path()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left := h.leftovers(); len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+	leases, _ := filepath.Glob(filepath.Join(h.ipamDir, net, "fd00*"))
+	if len(leases) > 0 {
+		t.Fatalf("IPv6 leases left: %v", leases)
+	}
+}
+
 // Invalid configs and arguments get a CNI error with the right code and
 // change nothing: no datapath is attached, no network created.
 func TestCNIInvalidInput(t *testing.T) {
