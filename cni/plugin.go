@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -501,6 +502,9 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		return unavailable("parent %s is down", c.Parent)
 	}
+	if !onBPFFS(c.BPFFS) {
+		return unavailable("state root %s is not on a bpf filesystem: the datapath cannot be attached (mount -t bpf bpf /sys/fs/bpf)", c.BPFFS)
+	}
 	st, err := loader.Status(c.BPFFS, c.Parent)
 	if err != nil {
 		return unavailable("datapath state of %s under %s: %v", c.Parent, c.BPFFS, err)
@@ -522,6 +526,20 @@ func cmdStatus(args *skel.CmdArgs) error {
 		return ipam.ExecStatus(c.IPAM.Type, args.StdinData)
 	}
 	return nil
+}
+
+// onBPFFS says whether dir, or the closest of its parents that exists
+// (attach creates the rest), is on a bpf filesystem.
+func onBPFFS(dir string) bool {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		var st unix.Statfs_t
+		if err := unix.Statfs(d, &st); err == nil {
+			return st.Type == unix.BPF_FS_MAGIC
+		}
+		if d == "/" {
+			return false
+		}
+	}
 }
 
 // cmdGC removes the endpoints of the network whose attachment is not in

@@ -17,6 +17,7 @@ import (
 
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/lifecycle"
+	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
@@ -537,4 +538,47 @@ func TestCNIInvalidInput(t *testing.T) {
 	if links, _ := c.NL.LinkList(); len(links) != 1 {
 		t.Fatalf("the container has %d interfaces, want lo only", len(links))
 	}
+	conf := good()
+	conf["bpffs"] = t.TempDir()
+	if out, err := h.exec("STATUS", "", "", "", "", conf); err == nil || !strings.Contains(out, `"code": 50`) || !strings.Contains(out, "not on a bpf filesystem") {
+		t.Fatalf("STATUS with a state root off bpffs: want code 50 saying so, got %v %s", err, out)
+	}
+
+	// What exists is never changed: an attached parent with other
+	// settings, a network that disagrees, a VLAN that is another network's.
+	if _, err := h.tryAttach(loader.AttachOptions{Hairpin: ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	h.network("other", 10, tables.Bridge)
+	for _, tc := range []struct {
+		name string
+		edit func(map[string]any)
+		says string
+	}{
+		{"hairpin differs", func(p map[string]any) { p["hairpin"] = false }, "attached with hairpin on but the config says off"},
+		{"VLAN taken", func(map[string]any) {}, "VLAN 10 on ens33 is network other already"},
+		{"network differs", func(p map[string]any) { p["name"], p["vlan"] = "other", 20 }, "network other exists as parent ens33, VLAN 10"},
+		{"mode differs", func(p map[string]any) { p["name"], p["mode"] = "other", "vepa" }, "bridge mode"},
+	} {
+		conf := good()
+		tc.edit(conf)
+		out, err := h.exec("ADD", "cid1", c.Path(), "eth0", "", conf)
+		if err == nil || !strings.Contains(out, `"code": 7`) || !strings.Contains(out, tc.says) {
+			t.Fatalf("%s: want code 7 saying %q, got %v %s", tc.name, tc.says, err, out)
+		}
+	}
+	h.tables(func(tb *tables.Tables) error {
+		if s, err := tb.Settings(); err != nil || !s.Hairpin {
+			t.Fatalf("hairpin: %v %v", s.Hairpin, err)
+		}
+		return nil
+	})
+	if eps := h.endpoints("other"); len(eps) != 0 {
+		t.Fatalf("refused ADDs left %v", eps)
+	}
+	if left := h.leftovers(); len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
 }
+
+func ptr[T any](v T) *T { return &v }
