@@ -61,6 +61,10 @@ var netNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,31}$`)
 // "Parameters"): it names a directory of the state dir.
 var containerIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
+// ifnameRE is lifecycle's rule for the inner interface name (Linux: at
+// most IFNAMSIZ-1 bytes); checked before anything is created.
+var ifnameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+
 // parseConf decodes and checks a network config. Errors are CNI errors
 // with code 7 (invalid network config) or 1 (incompatible version).
 func parseConf(stdin []byte) (*NetConf, error) {

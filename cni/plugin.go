@@ -44,8 +44,16 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if !containerIDRE.MatchString(args.ContainerID) {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_CONTAINERID %q: want A-Z a-z 0-9 _ . -", args.ContainerID), "")
 	}
+	if !ifnameRE.MatchString(args.IfName) {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_IFNAME %q: want 1-15 of A-Z a-z 0-9 _ . -", args.IfName), "")
+	}
 	if args.Netns == "" {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "ADD needs CNI_NETNS", "")
+	}
+	if target, err := ns.GetNS(args.Netns); err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_NETNS %s: %v", args.Netns, err), "")
+	} else {
+		target.Close()
 	}
 	mac, err := endpointMAC(c, args.Args)
 	if err != nil {
@@ -55,12 +63,26 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := ensureParent(c); err != nil {
+	// What this ADD attached or created is undone if it fails; what was
+	// there before is never touched.
+	attached, err := ensureParent(c)
+	if err != nil {
 		return err
 	}
-	if err := ensureNetwork(root, c); err != nil {
+	defer func() {
+		if err != nil && attached {
+			root.DetachParent(c.Parent, false) // refuses once another ADD has endpoints
+		}
+	}()
+	created, err := ensureNetwork(root, c)
+	if err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil && created {
+			root.DeleteNetwork(c.Name, false) // refuses once another ADD has endpoints
+		}
+	}()
 
 	st := openStore(c)
 	// A second ADD of an attachment must not touch the first: its rollback
@@ -238,31 +260,31 @@ func gatewayFor(r *current.Result, dst net.IP) net.IP {
 // ensureParent attaches the datapath to the parent unless it is attached.
 // An attached parent is never changed: a hairpin setting that differs
 // from the config is refused.
-func ensureParent(c *NetConf) error {
+func ensureParent(c *NetConf) (attached bool, err error) {
 	h, err := loader.Open(c.BPFFS, c.Parent)
 	if errors.Is(err, loader.ErrNotAttached) {
 		_, err = loader.Attach(loader.AttachOptions{Root: c.BPFFS, Parent: c.Parent, Hairpin: c.Hairpin})
 		if err != nil {
-			return fmt.Errorf("attach %s: %w", c.Parent, err)
+			return false, fmt.Errorf("attach %s: %w", c.Parent, err)
 		}
-		return nil
+		return true, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer h.Close()
 	if c.Hairpin != nil {
 		s, err := h.Tables.Settings()
 		if err != nil {
-			return err
+			return false, err
 		}
 		if s.Hairpin != *c.Hairpin {
-			return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(
+			return false, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(
 				"parent %s is attached with hairpin %s but the config says %s; the plugin does not change an attached parent (`xmacvlan attach %s --hairpin=%t` does)",
 				c.Parent, onOff(s.Hairpin), onOff(*c.Hairpin), c.Parent, *c.Hairpin), "")
 		}
 	}
-	return nil
+	return false, nil
 }
 
 func onOff(b bool) string {
@@ -274,29 +296,32 @@ func onOff(b bool) string {
 
 // ensureNetwork creates the config's network unless it exists; one that
 // exists must agree with the config (parent, VLAN, mode, MTU).
-func ensureNetwork(root *lifecycle.Root, c *NetConf) error {
+func ensureNetwork(root *lifecycle.Root, c *NetConf) (created bool, err error) {
 	for try := 0; ; try++ {
 		nets, err := root.Networks()
 		if err != nil {
-			return err
+			return false, err
 		}
 		for _, n := range nets {
 			switch {
 			case n.Name == c.Name:
 				if n.Parent != c.Parent || int(n.VLAN) != c.VLAN || n.Mode != c.mode || (c.MTU != 0 && n.MTU != c.MTU) {
-					return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(
+					return false, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(
 						"network %s exists as parent %s, %s, %s mode, MTU %s; the config says parent %s, %s, %s mode, MTU %s",
 						n.Name, n.Parent, vlanName(int(n.VLAN)), n.Mode, mtuName(n.MTU), c.Parent, vlanName(c.VLAN), c.mode, mtuName(c.MTU)), "")
 				}
-				return nil
+				return false, nil
 			case n.Parent == c.Parent && int(n.VLAN) == c.VLAN:
-				return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(
+				return false, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(
 					"%s on %s is network %s already; name the CNI network %s or use another VLAN", vlanName(c.VLAN), c.Parent, n.Name, n.Name), "")
 			}
 		}
 		_, err = root.CreateNetwork(c.Parent, lifecycle.NetworkSpec{Name: c.Name, VLAN: uint16(c.VLAN), Mode: c.mode, MTU: c.MTU})
-		if err == nil || try > 0 {
-			return err
+		if err == nil {
+			return true, nil
+		}
+		if try > 0 {
+			return false, err
 		}
 		// Another ADD may have created it meanwhile: look again.
 	}

@@ -510,11 +510,17 @@ func TestCNIInvalidInput(t *testing.T) {
 		{"bad MAC in CNI_ARGS", func(map[string]any) {}, "IgnoreUnknown=1;MAC=01:00:5e:00:00:01", 4, "MAC=01:00:5e:00:00:01"},
 		{"unparsable MAC in CNI_ARGS", func(map[string]any) {}, "IgnoreUnknown=1;MAC=zz", 4, "MAC=zz"},
 		{"bad runtimeConfig.mac", func(p map[string]any) { p["runtimeConfig"] = map[string]string{"mac": "nope"} }, "", 7, "runtimeConfig.mac"},
+		{"no such namespace", func(map[string]any) {}, "", 4, "CNI_NETNS /var/run/netns/xmv-none"},
+		{"IPAM plugin fails after the attach", func(p map[string]any) { p["ipam"] = map[string]any{"type": "host-local"} }, "", 999, "no IP ranges specified"},
 	}
 	for _, tc := range cases {
 		conf := good()
 		tc.edit(conf)
-		out, err := h.exec("ADD", "cid1", c.Path(), "eth0", tc.args, conf)
+		netns := c.Path()
+		if tc.name == "no such namespace" {
+			netns = "/var/run/netns/xmv-none"
+		}
+		out, err := h.exec("ADD", "cid1", netns, "eth0", tc.args, conf)
 		if err == nil {
 			t.Fatalf("%s: ADD succeeded", tc.name)
 		}
@@ -530,7 +536,7 @@ func TestCNIInvalidInput(t *testing.T) {
 		}
 	}
 	if _, err := os.Stat(filepath.Join(h.root, h.parent)); err == nil {
-		t.Fatal("an invalid ADD attached the parent")
+		t.Fatal("a failed ADD left the parent attached")
 	}
 	if left := h.leftovers(); len(left) > 0 {
 		t.Fatalf("left behind: %v", left)
