@@ -133,7 +133,7 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint
 			}
 		}
 	}()
-	if err := createVeth(outer, s, tg); err != nil {
+	if err := createVeth(outer, s, tg, outerGroup(settings.ParentIfindex)); err != nil {
 		return ep, err
 	}
 	outerLink, err := netlink.LinkByName(outer)
@@ -277,11 +277,21 @@ func ours(h *loader.Handle, name string) bool {
 	return err == nil
 }
 
+// outerGroup is the interface group of a parent's outer veths: "xm" in the
+// high 16 bits, the parent's ifindex in the low ones. Detach deletes the
+// whole group with one RTM_DELLINK (rtnl_group_dellink), so the kernel
+// unregisters every veth in one batch and waits for RCU once, not per
+// veth.
+func outerGroup(parentIfindex int) uint32 {
+	return 0x786d0000 | uint32(parentIfindex)&0xffff
+}
+
 // createVeth creates the pair with the inner end already in its namespace
 // under its final name, so a name clash there fails the creation itself.
-func createVeth(outer string, s Spec, tg *target) error {
+// The outer end joins group.
+func createVeth(outer string, s Spec, tg *target, group uint32) error {
 	v := &netlink.Veth{
-		LinkAttrs:        netlink.LinkAttrs{Name: outer, MTU: s.MTU},
+		LinkAttrs:        netlink.LinkAttrs{Name: outer, MTU: s.MTU, Group: group},
 		PeerName:         s.Name,
 		PeerHardwareAddr: s.MAC,
 		PeerMTU:          uint32(s.MTU),
@@ -380,10 +390,4 @@ func findRecord(h *loader.Handle, n tables.Network, sel Selector) (tables.Record
 		}
 	}
 	return tables.Record{}, false, nil
-}
-
-func deleteLink(name string) {
-	if l, err := netlink.LinkByName(name); err == nil {
-		netlink.LinkDel(l)
-	}
 }
