@@ -6,14 +6,20 @@ package test
 // and tuning plugins, in a host namespace with its own parent and state.
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/lifecycle"
@@ -142,6 +148,67 @@ func (h *cniHost) execPlugin(bin, command, containerID, netns, ifname, args stri
 	return string(out), nil
 }
 
+// announcement watches the switch's port of the host for a gratuitous
+// ARP (sender = target address, from mac) or an unsolicited neighbour
+// advertisement (ICMPv6 type 136 from mac), tagged or not; seen waits for
+// one until timeout.
+func (h *cniHost) announcement(mac string, v6 bool) (seen func(time.Duration) bool) {
+	t := h.t
+	t.Helper()
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	err = h.lab.sw.Do(func() error {
+		port, err := net.InterfaceByName(h.port)
+		if err != nil {
+			return err
+		}
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: port.Index})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	match := func(f []byte) bool {
+		if len(f) < 14 || !bytes.Equal(f[6:12], hw) {
+			return false
+		}
+		f = f[12:]
+		if binary.BigEndian.Uint16(f) == unix.ETH_P_8021Q && len(f) > 4 {
+			f = f[4:]
+		}
+		et, p := binary.BigEndian.Uint16(f), f[2:]
+		switch {
+		case !v6 && et == unix.ETH_P_ARP && len(p) >= 28:
+			return bytes.Equal(p[14:18], p[24:28]) // sender IP = target IP
+		case v6 && et == unix.ETH_P_IPV6 && len(p) >= 41:
+			return p[6] == unix.IPPROTO_ICMPV6 && p[40] == 136
+		}
+		return false
+	}
+	return func(timeout time.Duration) bool {
+		deadline := time.Now().Add(timeout)
+		buf := make([]byte, 2048)
+		for time.Now().Before(deadline) {
+			tv := unix.NsecToTimeval(int64(time.Until(deadline)))
+			unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if err == nil && match(buf[:n]) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
 // cniResult is the part of a CNI result the tests read.
 type cniResult struct {
 	CNIVersion string `json:"cniVersion"`
@@ -262,7 +329,11 @@ func TestCNIPlugin(t *testing.T) {
 		plugin{"type": "tuning", "promisc": true})
 
 	c1, c2, c3, c4 := testutil.NewNetns(t, "xk"), testutil.NewNetns(t, "xk"), testutil.NewNetns(t, "xk"), testutil.NewNetns(t, "xk")
+	garp := h.announcement("02:00:00:00:10:01", false)
 	r1 := h.add(net10, c1, "eth0", "CNI_ARGS=IgnoreUnknown=1;MAC=02:00:00:00:10:01")
+	if !garp(3 * time.Second) {
+		t.Fatal("no gratuitous ARP from 02:00:00:00:10:01 on the wire after ADD")
+	}
 	if r1.Interfaces[0].Mac != "02:00:00:00:10:01" || r1.CNIVersion != "1.1.0" {
 		t.Fatalf("ADD with MAC=02:00:00:00:10:01: got MAC %s, version %s", r1.Interfaces[0].Mac, r1.CNIVersion)
 	}
@@ -456,7 +527,11 @@ func TestCNIDualStack(t *testing.T) {
 	}
 	net := h.conflist(testutil.Name("c6"), "1.1.0", p)
 	a, b := testutil.NewNetns(t, "xk"), testutil.NewNetns(t, "xk")
-	ra := h.add(net, a, "eth0")
+	na := h.announcement("02:00:00:00:50:01", true)
+	ra := h.add(net, a, "eth0", "CNI_ARGS=IgnoreUnknown=1;MAC=02:00:00:00:50:01")
+	if !na(3 * time.Second) {
+		t.Fatal("no unsolicited neighbour advertisement from 02:00:00:00:50:01 on the wire after ADD")
+	}
 	rb := h.add(net, b, "eth0")
 	if len(ra.IPs) != 2 || len(rb.IPs) != 2 {
 		t.Fatalf("want an IPv4 and an IPv6 address, got %v and %v", ra.IPs, rb.IPs)
