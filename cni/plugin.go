@@ -263,11 +263,11 @@ func gatewayFor(r *current.Result, dst net.IP) net.IP {
 func ensureParent(c *NetConf) (attached bool, err error) {
 	h, err := loader.Open(c.BPFFS, c.Parent)
 	if errors.Is(err, loader.ErrNotAttached) {
-		_, err = loader.Attach(loader.AttachOptions{Root: c.BPFFS, Parent: c.Parent, Hairpin: c.Hairpin})
+		res, err := loader.Attach(loader.AttachOptions{Root: c.BPFFS, Parent: c.Parent, Hairpin: c.Hairpin})
 		if err != nil {
 			return false, fmt.Errorf("attach %s: %w", c.Parent, err)
 		}
-		return true, nil
+		return res.New, nil // a concurrent ADD may have attached it first
 	}
 	if err != nil {
 		return false, err

@@ -575,6 +575,47 @@ func TestCNIDualStack(t *testing.T) {
 	}
 }
 
+// ADDs racing on a parent that is not attached yet and a network that
+// does not exist yet (a node starting many pods) all succeed, on one
+// datapath and one network; their DELs, racing too, leave nothing.
+func TestCNIConcurrentAdd(t *testing.T) {
+	l := newLab(t)
+	h := newCNIHost(t, l)
+	net := h.conflist(testutil.Name("cc"), "1.1.0", h.xmvPlugin(60, "172.16.60.0/24", "172.16.60.2", "172.16.60.50", ""))
+	const n = 4
+	var nss []*testutil.Netns
+	for range n {
+		nss = append(nss, testutil.NewNetns(t, "xk"))
+	}
+	parallel := func(cmd string) {
+		errs := make(chan error, n)
+		for _, ns := range nss {
+			go func() {
+				_, err := h.cnitool(nil, cmd, net, ns.Path())
+				errs <- err
+			}()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	parallel("add")
+	if eps := h.endpoints(net); len(eps) != n {
+		t.Fatalf("after %d concurrent ADDs network %s has %d endpoints", n, net, len(eps))
+	}
+	for _, ns := range nss {
+		if _, err := h.cnitool(nil, "check", net, ns.Path()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	parallel("del")
+	if left := h.leftovers(); len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}
+
 // Invalid configs and arguments get a CNI error with the right code and
 // change nothing: no datapath is attached, no network created.
 func TestCNIInvalidInput(t *testing.T) {
