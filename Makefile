@@ -13,6 +13,7 @@ all: build
 
 build:
 	$(GO) build -o bin/xmacvlan ./cmd/xmacvlan
+	$(GO) build -o bin/xmacvlan-cni ./cmd/xmacvlan-cni
 
 # Rebuild the BPF objects and their Go bindings (committed): the datapath
 # and the benchmark's generator and counters.

@@ -39,3 +39,36 @@ if [ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" != "bpf_fs" ]; then
 	mount -t bpf bpf /sys/fs/bpf
 fi
 mkdir -p /var/run/netns
+
+# CNI plugin tests (test/cni*_test.go): cnitool and the reference plugins,
+# podman (CNI backend) and containerd + crictl as the runtimes that call
+# xmacvlan-cni. Go tools go to one fixed directory, not the CNI bin dir of
+# the host.
+cni_tools=/usr/local/lib/xmacvlan-tools/bin
+cni_packages=(podman containerd runc busybox-static)
+cni_missing=()
+for p in "${cni_packages[@]}"; do
+	dpkg -s "$p" >/dev/null 2>&1 || cni_missing+=("$p")
+done
+if [ ${#cni_missing[@]} -gt 0 ]; then
+	echo "setup-host: installing ${cni_missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${cni_missing[@]}" >/dev/null
+fi
+go_bin=$(command -v go || echo /usr/local/go/bin/go)
+cni_go_tools=(
+	cnitool:github.com/containernetworking/cni/cnitool@v1.3.1
+	host-local:github.com/containernetworking/plugins/plugins/ipam/host-local@v1.10.0
+	static:github.com/containernetworking/plugins/plugins/ipam/static@v1.10.0
+	tuning:github.com/containernetworking/plugins/plugins/meta/tuning@v1.10.0
+	macvlan:github.com/containernetworking/plugins/plugins/main/macvlan@v1.10.0
+	loopback:github.com/containernetworking/plugins/plugins/main/loopback@v1.10.0
+	crictl:sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0 # about 3 minutes to build
+)
+mkdir -p "$cni_tools"
+for t in "${cni_go_tools[@]}"; do
+	if [ ! -x "$cni_tools/${t%%:*}" ]; then
+		echo "setup-host: go install ${t#*:}"
+		GOBIN="$cni_tools" GOFLAGS=-mod=mod "$go_bin" install "${t#*:}"
+	fi
+done
