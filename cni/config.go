@@ -13,6 +13,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/xmacvlan/xmacvlan/internal/state"
+	"github.com/xmacvlan/xmacvlan/lifecycle"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
@@ -53,17 +55,9 @@ type NetConf struct {
 	mode tables.Mode
 }
 
-// netNameRE is lifecycle's rule for network names: the CNI network name
-// is the xmacvlan network's.
-var netNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,31}$`)
-
 // containerIDRE is the CNI spec's rule for CNI_CONTAINERID (SPEC.md,
 // "Parameters"): it names a directory of the state dir.
 var containerIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-
-// ifnameRE is lifecycle's rule for the inner interface name (Linux: at
-// most IFNAMSIZ-1 bytes); checked before anything is created.
-var ifnameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
 
 // parseConf decodes and checks a network config. Errors are CNI errors
 // with code 7 (invalid network config) or 1 (incompatible version).
@@ -78,17 +72,18 @@ func parseConf(stdin []byte) (*NetConf, error) {
 	bad := func(format string, a ...any) error {
 		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(format, a...), "")
 	}
-	if !netNameRE.MatchString(c.Name) {
-		return nil, bad("network name %q is not a valid xmacvlan network name (1-31 of A-Z a-z 0-9 _ . -)", c.Name)
+	// The CNI network name is the xmacvlan network's.
+	if err := lifecycle.CheckNetworkName(c.Name); err != nil {
+		return nil, bad("%v", err)
 	}
 	if c.Parent == "" {
 		return nil, bad(`"parent" is required: the interface the network lives on`)
 	}
-	if len(c.Parent) > 15 {
-		return nil, bad("parent %q is longer than an interface name (15 bytes)", c.Parent)
+	if err := state.CheckParentName(c.Parent); err != nil {
+		return nil, bad("parent: %v", err)
 	}
-	if c.VLAN < 0 || c.VLAN > tables.MaxVLAN {
-		return nil, bad("vlan %d outside 1..%d (0 or absent: the untagged segment)", c.VLAN, tables.MaxVLAN)
+	if err := lifecycle.CheckVLAN(c.VLAN); err != nil {
+		return nil, bad("vlan: %v", err)
 	}
 	if c.Mode == "" {
 		c.Mode = "bridge"
@@ -151,13 +146,14 @@ func endpointMAC(c *NetConf, args string) (net.HardwareAddr, error) {
 	return nil, nil
 }
 
-// parseMAC accepts a unicast 6-byte Ethernet address (tables.CheckMAC).
+// parseMAC accepts a unicast 6-byte Ethernet address (lifecycle.CheckMAC;
+// the endpoint add checks it against the parent too).
 func parseMAC(s string) (net.HardwareAddr, error) {
 	mac, err := net.ParseMAC(s)
 	if err != nil {
 		return nil, fmt.Errorf("%q is not a MAC address", s)
 	}
-	if err := tables.CheckMAC(mac); err != nil {
+	if err := lifecycle.CheckMAC(mac, lifecycle.Parent{}); err != nil {
 		return nil, err
 	}
 	return mac, nil

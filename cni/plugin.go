@@ -44,8 +44,8 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if !containerIDRE.MatchString(args.ContainerID) {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_CONTAINERID %q: want A-Z a-z 0-9 _ . -", args.ContainerID), "")
 	}
-	if !ifnameRE.MatchString(args.IfName) {
-		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_IFNAME %q: want 1-15 of A-Z a-z 0-9 _ . -", args.IfName), "")
+	if err := lifecycle.CheckIfname(args.IfName); err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_IFNAME: %v", err), "")
 	}
 	if args.Netns == "" {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "ADD needs CNI_NETNS", "")

@@ -183,12 +183,21 @@ func checkHostAddress(what string, ip net.IP, prefix *net.IPNet) error {
 	return nil
 }
 
+// CheckIfname accepts an interface name a container's end may take: 1-15
+// bytes (IFNAMSIZ-1, dev_valid_name in net/core/dev.c) of A-Z a-z 0-9 _ . -.
+func CheckIfname(name string) error {
+	if !ifnameRE.MatchString(name) {
+		return fmt.Errorf("invalid interface name %q (1-15 of A-Z a-z 0-9 _ . -)", name)
+	}
+	return nil
+}
+
 // CheckEndpoint checks an endpoint spec whose defaults are filled in (name
 // and MTU set, MAC possibly nil = generated) against its network and the
 // parent: interface name, namespace, MTU, MAC, address and gateway.
 func CheckEndpoint(s Spec, n tables.Network, p Parent) error {
-	if !ifnameRE.MatchString(s.Name) {
-		return fmt.Errorf("invalid interface name %q (1-15 of A-Z a-z 0-9 _ . -)", s.Name)
+	if err := CheckIfname(s.Name); err != nil {
+		return err
 	}
 	if !s.Host && s.Netns == "" {
 		return fmt.Errorf("give the container's namespace (--netns) or ask for a host endpoint (--host)")
