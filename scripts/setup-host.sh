@@ -13,6 +13,7 @@ packages=(
 	strace                                     # tests that stop a command mid-way
 	netsniff-ng kmod linux-perf                # bench: trafgen, modprobe pktgen, perf
 	prometheus                                 # promtool check metrics
+	podman containerd runc busybox-static      # runtimes that call xmacvlan-cni (tests)
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -40,21 +41,10 @@ if [ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" != "bpf_fs" ]; then
 fi
 mkdir -p /var/run/netns
 
-# CNI plugin tests (test/cni*_test.go): cnitool and the reference plugins,
-# podman (CNI backend) and containerd + crictl as the runtimes that call
-# xmacvlan-cni. Go tools go to one fixed directory, not the CNI bin dir of
-# the host.
+# CNI plugin tests (test/cni*_test.go): cnitool, the reference plugins and
+# crictl, built from source (Debian's stop at CNI spec 1.0.0). They go to
+# one fixed directory, not the CNI bin dir of the host.
 cni_tools=/usr/local/lib/xmacvlan-tools/bin
-cni_packages=(podman containerd runc busybox-static)
-cni_missing=()
-for p in "${cni_packages[@]}"; do
-	dpkg -s "$p" >/dev/null 2>&1 || cni_missing+=("$p")
-done
-if [ ${#cni_missing[@]} -gt 0 ]; then
-	echo "setup-host: installing ${cni_missing[*]}"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${cni_missing[@]}" >/dev/null
-fi
 go_bin=$(command -v go || echo /usr/local/go/bin/go)
 cni_go_tools=(
 	cnitool:github.com/containernetworking/cni/cnitool@v1.3.1

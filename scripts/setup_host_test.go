@@ -39,6 +39,10 @@ var programs = map[string]string{
 	"nsenter":       "util-linux",
 	"taskset":       "util-linux",
 	"ls":            "coreutils",
+	"true":          "coreutils",
+	"tar":           "tar",
+	"ctr":           "containerd",
+	"/bin/busybox":  "busybox-static", // the offline busybox image
 	"test":          "coreutils",
 	"sh":            "dash",
 	"go":            "", // the toolchain the tests are built with
@@ -46,7 +50,7 @@ var programs = map[string]string{
 
 // essential packages are in every Debian root, debootstrap minbase too
 // (Essential: yes).
-var essential = []string{"coreutils", "dash", "util-linux"}
+var essential = []string{"coreutils", "dash", "util-linux", "tar"}
 
 // runners are the calls that start a program, with the position of the
 // program's name among their arguments: os/exec's and the tests' and the

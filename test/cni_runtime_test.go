@@ -79,15 +79,15 @@ default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 	p := &podman{t: t, h: h, env: []string{"CONTAINERS_CONF=" + filepath.Join(dir, "containers.conf"),
 		"CONTAINERS_STORAGE_CONF=" + filepath.Join(dir, "storage.conf")}}
 	t.Cleanup(func() {
-		p.run("rm", "-a", "-f")
-		p.run("rmi", "-a", "-f")
+		p.podman("rm", "-a", "-f")
+		p.podman("rmi", "-a", "-f")
 		unmountUnder(dir)
 	})
 	return p
 }
 
 // run runs podman in the host's namespace (where the parent is).
-func (p *podman) run(args ...string) (string, error) {
+func (p *podman) podman(args ...string) (string, error) {
 	cmd := exec.Command("nsenter", append([]string{"--net=" + p.h.ns.Path(), "podman"}, args...)...)
 	cmd.Env = append(os.Environ(), p.env...)
 	out, err := cmd.CombinedOutput()
@@ -120,12 +120,12 @@ func TestCNIPodman(t *testing.T) {
 	peer.network("v10", 10, tables.Bridge)
 	far := peer.container("v10", "", "172.16.10.99/24", false)
 	p := newPodman(t, h)
-	if out, err := p.run("import", "-c", `CMD ["/bin/sh"]`, busyboxTar(t, t.TempDir()), "localhost/xmv-busybox:1"); err != nil {
+	if out, err := p.podman("import", "-c", `CMD ["/bin/sh"]`, busyboxTar(t, t.TempDir()), "localhost/xmv-busybox:1"); err != nil {
 		t.Fatal(err, out)
 	}
 	// podman 4.3's libcni takes results up to 1.0.0.
 	net := h.conflist(testutil.Name("pv"), "1.0.0", h.xmvPlugin(10, "172.16.10.0/24", "172.16.10.2", "172.16.10.50", ""))
-	out, err := p.run("run", "--rm", "--network", net, "--ip", "172.16.10.7", "--mac-address", "02:00:00:00:10:07",
+	out, err := p.podman("run", "--rm", "--network", net, "--ip", "172.16.10.7", "--mac-address", "02:00:00:00:10:07",
 		"localhost/xmv-busybox:1", "sh", "-c", "ip -o addr show eth0; ip -o link show eth0; ping -c 2 -W 2 "+far.ip)
 	if err != nil {
 		t.Fatal(err)
@@ -248,11 +248,11 @@ func TestCNIContainerd(t *testing.T) {
 	// docker archive for `ctr images import`.
 	p := newPodman(t, h)
 	dir := t.TempDir()
-	if out, err := p.run("import", "-c", `CMD ["/bin/sleep", "3600"]`, busyboxTar(t, dir), "localhost/xmv-pause:1"); err != nil {
+	if out, err := p.podman("import", "-c", `CMD ["/bin/sleep", "3600"]`, busyboxTar(t, dir), "localhost/xmv-pause:1"); err != nil {
 		t.Fatal(err, out)
 	}
 	archive := filepath.Join(dir, "pause.tar")
-	if out, err := p.run("save", "--format", "docker-archive", "-o", archive, "localhost/xmv-pause:1"); err != nil {
+	if out, err := p.podman("save", "--format", "docker-archive", "-o", archive, "localhost/xmv-pause:1"); err != nil {
 		t.Fatal(err, out)
 	}
 	net := h.conflist(testutil.Name("kv"), "1.0.0", h.xmvPlugin(10, "172.16.10.0/24", "172.16.10.100", "172.16.10.120", ""))
