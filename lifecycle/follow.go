@@ -336,17 +336,17 @@ func withParentMTU(h *loader.Handle, rec tables.Record) tables.Record {
 // followingNetwork is network for the writers that change it: the
 // endpoints of its parent follow the parent first (followOnWrite).
 // `endpoint check` does not: it reports what differs, and repairs nothing.
-func (r *Root) followingNetwork(name string) (*loader.Handle, tables.Network, error) {
-	h, n, err := r.network(name)
+func (r *Root) followingNetwork(name string) (*loader.Handle, tables.Network, []tables.Record, error) {
+	h, n, recs, err := r.network(name)
 	if err != nil {
-		return nil, n, err
+		return nil, n, nil, err
 	}
 	if h, err = r.followOnWrite(h); err != nil {
-		return nil, n, err
+		return nil, n, nil, err
 	}
 	n, _, err = h.Tables.Network(n.VLAN)
 	if err != nil {
 		h.Close()
 	}
-	return h, n, err
+	return h, n, recs, err
 }
