@@ -33,6 +33,7 @@ type Spec struct {
 	Gateway net.IP           // default route; nil: the network's
 	MTU     int              // 0: the network's, else the parent's
 	XDP     bool             // receive by native XDP redirect instead of the skb path
+	Moved   bool             // the runtime moves and configures the inner end (runtime.go)
 }
 
 var ifnameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
@@ -107,7 +108,7 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint
 		return ep, err
 	}
 	defer tg.close()
-	if _, err := tg.nl.LinkByName(s.Name); err == nil {
+	if _, err := tg.nl.LinkByName(s.Name); err == nil && !s.Moved {
 		return ep, fmt.Errorf("namespace %s already has an interface called %s", tg.name, s.Name)
 	}
 	id, err := h.Tables.FreeID()
@@ -117,6 +118,9 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint
 	outer, err := outerName(settings.ParentIfindex, n.VLAN, id)
 	if err != nil {
 		return ep, err
+	}
+	if s.Moved {
+		s.Name = movedName(outer)
 	}
 	rec := tables.Record{State: tables.Building, Endpoint: tables.Endpoint{
 		ID: id, VLAN: n.VLAN, MAC: s.MAC, XDPDelivery: s.XDP, Host: s.Host,
@@ -133,7 +137,12 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint
 			}
 		}
 	}()
-	if err := createVeth(outer, s, tg); err != nil {
+	if s.Moved {
+		err = createMovedVeth(outer, s)
+	} else {
+		err = createVeth(outer, s, tg)
+	}
+	if err != nil {
 		return ep, err
 	}
 	outerLink, err := netlink.LinkByName(outer)
@@ -147,8 +156,10 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint
 	if err := failpoint("after-veth"); err != nil {
 		return ep, err
 	}
-	if err := configureInner(tg, s); err != nil {
-		return ep, err
+	if !s.Moved {
+		if err := configureInner(tg, s); err != nil {
+			return ep, err
+		}
 	}
 	if err := failpoint("after-inner"); err != nil {
 		return ep, err
@@ -165,7 +176,9 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint
 	}
 	// Peers learn the new MAC at once. Best effort: the endpoint works
 	// without it, as it would after a reboot of the container.
-	announce(tg, s)
+	if !s.Moved {
+		announce(tg, s)
+	}
 	return rec.Endpoint, nil
 }
 

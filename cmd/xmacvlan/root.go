@@ -51,6 +51,7 @@ func newRootCmd() *cobra.Command {
 		newDemoCmd(),
 		newStatsCmd(g),
 		newMetricsCmd(g),
+		newDockerPluginCmd(g),
 	)
 	return cmd
 }
