@@ -103,12 +103,14 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint
 	if err := complete(&s, n, parent, h.Tables); err != nil {
 		return ep, err
 	}
-	tg, err := openTarget(s)
+	tg, err := openEndpointTarget(s)
 	if err != nil {
 		return ep, err
 	}
 	defer tg.close()
-	if _, err := tg.nl.LinkByName(s.Name); err == nil && !s.Moved {
+	if s.Moved {
+		// The runtime names the inner end in its namespace.
+	} else if _, err := tg.nl.LinkByName(s.Name); err == nil {
 		return ep, fmt.Errorf("namespace %s already has an interface called %s", tg.name, s.Name)
 	}
 	id, err := h.Tables.FreeID()

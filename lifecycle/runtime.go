@@ -9,9 +9,10 @@ package lifecycle
 // Such an endpoint is built like any other (record first, datapath last),
 // except that the inner end is created in this namespace under a temporary
 // name, with its MAC and MTU only. The record names the runtime's
-// namespace (Spec.Netns, by inode) from the start; SettleMoved records the
-// inner end's final name once the runtime has configured it, so `endpoint
-// check` compares it like any other endpoint from then on.
+// namespace (Spec.Netns) from the start; SettleMoved records the
+// namespace's inode and the inner end's final name once the runtime has
+// configured it, so `endpoint check` compares it like any other endpoint
+// from then on.
 
 import (
 	"fmt"
@@ -23,6 +24,19 @@ import (
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
+
+// openEndpointTarget opens the namespace s names. A moved endpoint's
+// namespace may not exist yet (Docker creates the container's namespace
+// after Join): it is only named, and SettleMoved records its inode.
+func openEndpointTarget(s Spec) (*target, error) {
+	if s.Moved {
+		if s.Netns == "" {
+			return nil, fmt.Errorf("a moved endpoint needs the namespace it will be moved to")
+		}
+		return &target{name: s.Netns, close: func() {}}, nil
+	}
+	return openTarget(s)
+}
 
 // movedName is the inner end's name until the runtime renames it: the
 // outer name with xmi for xmv, unique in this namespace like the outer one
@@ -73,7 +87,7 @@ func (r *Root) SettleMoved(network, outer string) (ep tables.Endpoint, ready boo
 		return rec.Endpoint, false, nil
 	}
 	defer tg.close()
-	if tg.ino != rec.NetnsIno {
+	if rec.NetnsIno != 0 && tg.ino != rec.NetnsIno {
 		return rec.Endpoint, false, fmt.Errorf("namespace %s is no longer the endpoint's (inode %d, recorded %d)", rec.Netns, tg.ino, rec.NetnsIno)
 	}
 	inner, err := innerPeer(tg, rec.Ifindex)
@@ -83,8 +97,8 @@ func (r *Root) SettleMoved(network, outer string) (ep tables.Endpoint, ready boo
 	if rec.IP != nil && !hasAddress(tg, inner, rec) {
 		return rec.Endpoint, false, nil
 	}
-	if rec.Ifname != inner.Attrs().Name {
-		rec.Ifname = inner.Attrs().Name
+	if rec.Ifname != inner.Attrs().Name || rec.NetnsIno != tg.ino {
+		rec.Ifname, rec.NetnsIno = inner.Attrs().Name, tg.ino
 		if err := h.Tables.PutRecord(rec); err != nil {
 			return rec.Endpoint, false, err
 		}
