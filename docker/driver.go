@@ -124,6 +124,17 @@ func (d *Driver) reconcile() error {
 			d.log.Printf("endpoint %s (%s) is gone: no longer joined", short(id), ep.Outer)
 			ep.Outer, ep.Sandbox = "", ""
 			d.st.Endpoints[id] = ep
+			continue
+		}
+		if ep.Container == "" {
+			// A plugin killed right after Join: finish what settle did
+			// not (the record's final name, the announcement, the name).
+			name := d.st.Networks[ep.Network].Name
+			d.async.Add(1)
+			go func() {
+				defer d.async.Done()
+				d.settle(ep.Network, id, name, ep.Outer)
+			}()
 		}
 	}
 	return d.st.save(d.stateDir)
