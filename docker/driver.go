@@ -386,10 +386,12 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 			spec.IP.IP = v4
 		}
 	}
+	start := time.Now()
 	built, err := d.root.AddEndpoint(n.Name, spec)
 	if err != nil {
 		return nil, err
 	}
+	d.log.Printf("endpoint %s: %s on %s, %s, built in %s", short(req.EndpointID), built.Outer, n.Name, ep.IP, time.Since(start).Round(time.Millisecond))
 	d.mu.Lock()
 	ep.Outer, ep.Sandbox = built.Outer, req.SandboxKey
 	d.st.Endpoints[req.EndpointID] = ep
@@ -414,10 +416,13 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 // records its name and sends the gratuitous ARP) and looks up the
 // container's name.
 func (d *Driver) settle(networkID, endpointID, name, outer string) {
-	if _, err := d.root.WaitMoved(name, outer, settleTimeout); err != nil {
+	start := time.Now()
+	ep, err := d.root.WaitMoved(name, outer, settleTimeout)
+	if err != nil {
 		d.log.Printf("endpoint %s: %v", short(endpointID), err)
 		return
 	}
+	d.log.Printf("endpoint %s: %s configured by Docker %s after Join, announced", short(endpointID), ep.Ifname, time.Since(start).Round(time.Millisecond))
 	if d.docker == nil {
 		return
 	}

@@ -9,6 +9,7 @@ packages=(
 	iproute2 ethtool iputils-ping arping tcpdump iperf3 # namespaces, traffic
 	netsniff-ng                                # trafgen, benchmarks
 	prometheus                                 # promtool check metrics
+	docker.io busybox-static                   # Docker driver tests: private dockerd, busybox image built offline
 )
 
 if [ "$(id -u)" -ne 0 ]; then
