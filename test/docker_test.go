@@ -116,6 +116,41 @@ func TestDockerTutorial(t *testing.T) {
 	}
 }
 
+// The tutorial's two hosts: two daemons, each in its own network and
+// mount namespace with its own plugin called xmacvlan, parents on one
+// switch. On host 2, VLAN 20 uses the upper half of VLAN 10's subnet, so
+// host 1's bbox10 takes bbox20 for a neighbour: only the tag keeps them
+// apart.
+func TestDockerTwoHosts(t *testing.T) {
+	l := newLab(t)
+	h1, h2 := l.host(), l.host()
+	d1, d2 := newDockerHost(t, h1), newDockerHost(t, h2)
+	create := func(d *dockerEnv, name, vlan, subnet, gateway string) {
+		d.mustDocker("network", "create", "-d", "xmacvlan", "--subnet", subnet, "--gateway", gateway,
+			"-o", "parent=ens33", "-o", "vlan="+vlan, name)
+	}
+	create(d1, "mac_net10", "10", "172.16.10.0/24", "172.16.10.1")
+	create(d1, "mac_net20", "20", "172.16.20.0/24", "172.16.20.1")
+	create(d2, "mac_net10", "10", "172.16.10.0/25", "172.16.10.1")
+	create(d2, "mac_net20", "20", "172.16.10.128/25", "172.16.10.129")
+	d1.mustDocker("run", "-d", "--name", "bbox10", "--network", "mac_net10", "--ip", "172.16.10.10", "busybox", "sleep", "1d")
+	d1.mustDocker("run", "-d", "--name", "bbox20", "--network", "mac_net20", "--ip", "172.16.20.10", "busybox", "sleep", "1d")
+	d2.mustDocker("run", "-d", "--name", "bbox10", "--network", "mac_net10", "--ip", "172.16.10.11", "busybox", "sleep", "1d")
+	d2.mustDocker("run", "-d", "--name", "bbox20", "--network", "mac_net20", "--ip", "172.16.10.130", "busybox", "sleep", "1d")
+	d1.agree("host 1")
+	d2.agree("host 2")
+
+	if err := pingFrom(d1.netns("bbox10"), "172.16.10.11"); err != nil {
+		t.Errorf("bbox10 on host 1 -> bbox10 on host 2 (VLAN 10): %v", err)
+	}
+	if err := pingFrom(d2.netns("bbox10"), "172.16.10.10"); err != nil {
+		t.Errorf("bbox10 on host 2 -> bbox10 on host 1 (VLAN 10): %v", err)
+	}
+	if pingFrom(d1.netns("bbox10"), "172.16.10.130") == nil {
+		t.Error("bbox10 on host 1 (VLAN 10) reached bbox20 on host 2 (VLAN 20)")
+	}
+}
+
 // isGratuitousARP says whether f is an ARP for ip from ip, tagged vid.
 func isGratuitousARP(f []byte, vid uint16, ip net.IP) bool {
 	if len(f) < 46 || f[12] != 0x81 || f[13] != 0 || uint16(f[14]&0x0f)<<8|uint16(f[15]) != vid || f[16] != 0x08 || f[17] != 0x06 {

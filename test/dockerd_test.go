@@ -40,6 +40,11 @@ type dockerEnv struct {
 	driver  string // the plugin's name: `docker network create -d driver`
 	plugin  *exec.Cmd
 	dockerd *exec.Cmd
+	// ownMounts: the daemon and the plugin run in a mount namespace of
+	// their own with a tmpfs on /run/docker/plugins, so that two daemons
+	// on one machine each find their own plugin called xmacvlan, as two
+	// hosts would.
+	ownMounts bool
 }
 
 // needDocker skips without the Docker packages (scripts/setup-host.sh
@@ -61,9 +66,24 @@ func needDocker(t testing.TB) {
 // busybox image imported.
 func newDocker(t testing.TB, h *host) *dockerEnv {
 	t.Helper()
+	return startDocker(t, h, false)
+}
+
+// newDockerHost is newDocker in a mount namespace of its own, with the
+// plugin under its real name: one "Docker host" of several.
+func newDockerHost(t testing.TB, h *host) *dockerEnv {
+	t.Helper()
+	return startDocker(t, h, true)
+}
+
+func startDocker(t testing.TB, h *host, ownMounts bool) *dockerEnv {
+	t.Helper()
 	needDocker(t)
 	name := testutil.Name("xd")
-	d := &dockerEnv{t: t, h: h, driver: name, execDir: "/run/" + name}
+	d := &dockerEnv{t: t, h: h, driver: name, execDir: "/run/" + name, ownMounts: ownMounts}
+	if ownMounts {
+		d.driver = "xmacvlan"
+	}
 	var err error
 	if d.dir, err = os.MkdirTemp("/var/tmp", "xmacvlan-docker-"); err != nil {
 		t.Fatal(err)
@@ -86,11 +106,17 @@ func (d *dockerEnv) startDockerd() {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	d.dockerd = exec.Command("nsenter", "--net="+d.h.ns.Path(), "dockerd",
+	args := []string{"nsenter", "--net=" + d.h.ns.Path(), "dockerd",
 		"--data-root", filepath.Join(d.dir, "data"), "--exec-root", filepath.Join(d.execDir, "exec"),
-		"--pidfile", filepath.Join(d.execDir, "dockerd.pid"), "-H", "unix://"+d.sock,
+		"--pidfile", filepath.Join(d.execDir, "dockerd.pid"), "-H", "unix://" + d.sock,
 		"--storage-driver", "overlay2", "--iptables=false", "--ip-forward=false", "--ip-masq=false",
-		"--bridge=none", "--shutdown-timeout=1")
+		"--bridge=none", "--shutdown-timeout=1"}
+	if d.ownMounts {
+		// The mounts die with the namespace, when dockerd and the plugin exit.
+		args = append([]string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
+			`mkdir -p /run/docker/plugins && mount -t tmpfs tmpfs /run/docker/plugins && exec "$@"`, "sh"}, args...)
+	}
+	d.dockerd = exec.Command(args[0], args[1:]...)
 	d.dockerd.Stdout, d.dockerd.Stderr = logf, logf
 	if err := d.dockerd.Start(); err != nil {
 		t.Fatalf("start dockerd: %v", err)
@@ -119,14 +145,18 @@ func (d *dockerEnv) startPlugin() {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	d.plugin = exec.Command("nsenter", "--net="+d.h.ns.Path(), xmacvlanBin, "--bpffs", d.h.root, "docker-plugin",
-		"--socket", d.pluginSocket(), "--state", d.stateDir(), "--docker-host", "unix://"+d.sock)
+	args := []string{"nsenter", "--net=" + d.h.ns.Path(), xmacvlanBin, "--bpffs", d.h.root, "docker-plugin",
+		"--socket", d.pluginSocket(), "--state", d.stateDir(), "--docker-host", "unix://" + d.sock}
+	if d.ownMounts {
+		args = slices.Insert(args, 1, fmt.Sprintf("--mount=/proc/%d/ns/mnt", d.dockerd.Process.Pid))
+	}
+	d.plugin = exec.Command(args[0], args[1:]...)
 	d.plugin.Stdout, d.plugin.Stderr = logf, logf
 	if err := d.plugin.Start(); err != nil {
 		t.Fatalf("start the plugin: %v", err)
 	}
 	err = eventually(10*time.Second, func() error {
-		c, err := net.Dial("unix", d.pluginSocket())
+		c, err := net.Dial("unix", d.pluginSocketHere())
 		if err == nil {
 			c.Close()
 		}
@@ -145,7 +175,16 @@ func (d *dockerEnv) killPlugin() {
 }
 
 func (d *dockerEnv) pluginSocket() string { return "/run/docker/plugins/" + d.driver + ".sock" }
-func (d *dockerEnv) stateDir() string     { return filepath.Join(d.dir, "state") }
+
+// pluginSocketHere is the plugin's socket as this process reaches it:
+// through the daemon's root when it has mounts of its own.
+func (d *dockerEnv) pluginSocketHere() string {
+	if d.ownMounts {
+		return fmt.Sprintf("/proc/%d/root%s", d.dockerd.Process.Pid, d.pluginSocket())
+	}
+	return d.pluginSocket()
+}
+func (d *dockerEnv) stateDir() string { return filepath.Join(d.dir, "state") }
 
 // stop removes the containers and networks (through Docker and the
 // plugin), stops both processes and unmounts what the daemon left.
@@ -162,7 +201,9 @@ func (d *dockerEnv) stop() {
 	if d.plugin != nil {
 		stopProcess(d.plugin, 10*time.Second)
 	}
-	os.Remove(d.pluginSocket())
+	if !d.ownMounts {
+		os.Remove(d.pluginSocket())
+	}
 	unmountUnder(d.dir)
 	unmountUnder(d.execDir)
 	if d.t.Failed() {
@@ -295,8 +336,23 @@ type xmvEndpoint struct {
 	Container                                     string
 }
 
+// cli runs the xmacvlan CLI on the daemon's host: its network namespace,
+// and its mount namespace, where the containers' namespaces are mounted.
+func (d *dockerEnv) cli(args ...string) (string, error) {
+	if !d.ownMounts {
+		return d.h.cli(args...)
+	}
+	args = append([]string{fmt.Sprintf("--mount=/proc/%d/ns/mnt", d.dockerd.Process.Pid), "--net=" + d.h.ns.Path(),
+		xmacvlanBin, "--bpffs", d.h.root}, args...)
+	out, err := exec.Command("nsenter", args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("xmacvlan %s: %v\n%s", strings.Join(args[4:], " "), err, out)
+	}
+	return string(out), nil
+}
+
 func (d *dockerEnv) xmvEndpoints() ([]xmvEndpoint, error) {
-	out, err := d.h.cli("endpoint", "list", "-o", "json", "--docker-state", d.stateDir())
+	out, err := d.cli("endpoint", "list", "-o", "json", "--docker-state", d.stateDir())
 	if err != nil {
 		return nil, err
 	}
@@ -337,7 +393,7 @@ func (d *dockerEnv) agree(step string) {
 		t.Fatalf("%s: %v", step, err)
 	}
 	for _, r := range rows {
-		if out, err := d.h.cli("endpoint", "check", r.Network, "--netns", r.Netns, "--name", r.Ifname); err != nil {
+		if out, err := d.cli("endpoint", "check", r.Network, "--netns", r.Netns, "--name", r.Ifname); err != nil {
 			t.Errorf("%s: endpoint check of %s: %v %s", step, r.Container, err, out)
 		}
 	}
@@ -358,7 +414,7 @@ func (d *dockerEnv) agree(step string) {
 	if len(outers) != len(rows) {
 		t.Errorf("%s: %d outer veths on the host (%v) for %d endpoints", step, len(outers), outers, len(rows))
 	}
-	if out, err := d.h.cli("gc", "--dry-run"); err != nil || !strings.Contains(out, "nothing to remove") {
+	if out, err := d.cli("gc", "--dry-run"); err != nil || !strings.Contains(out, "nothing to remove") {
 		if !(len(rows) == 0 && strings.Contains(out+errString(err), "no parent attached")) {
 			t.Errorf("%s: gc --dry-run: %s %v", step, out, err)
 		}
