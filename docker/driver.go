@@ -157,7 +157,9 @@ func (d *Driver) makeNetwork(n Network) (err error) {
 			return fmt.Errorf("attach %s: %w", n.Parent, err)
 		}
 		if !attached {
-			d.st.Attached = append(d.st.Attached, n.Parent)
+			if !slices.Contains(d.st.Attached, n.Parent) {
+				d.st.Attached = append(d.st.Attached, n.Parent)
+			}
 			defer func() {
 				if err != nil {
 					d.releaseParent(n.Parent)

@@ -271,18 +271,28 @@ func TestDockerLifecycle(t *testing.T) {
 	}
 	d.agree("10 parallel docker run")
 
-	// A daemon restart: Docker stops the containers and deletes their
-	// endpoints; the plugin keeps the networks (Docker does not create
-	// them again), so starting the containers works.
+	// A reboot: Docker stops the containers and deletes their endpoints,
+	// the pinned state goes (a forced detach here), the driver's state
+	// file stays. The plugin's start attaches the parent and makes the
+	// networks again, since Docker does not create them again; then
+	// starting the containers works.
 	d.stopDockerd()
 	if rows, err := d.xmvEndpoints(); err != nil || len(rows) != 0 {
 		t.Errorf("after dockerd stopped its containers: %d endpoints left (%v)", len(rows), err)
 	}
+	d.killPlugin()
+	if out, err := a.cli("detach", "ens33", "--force"); err != nil {
+		t.Fatal(out, err)
+	}
+	d.startPlugin()
+	if out, err := a.cli("network", "list"); err != nil || strings.Count(out, "docker-") != 2 {
+		t.Errorf("the plugin did not make its 2 networks again after the pins were gone:\n%s %v", out, err)
+	}
 	d.startDockerd()
 	d.mustDocker("start", "c1", "c2")
-	d.agree("dockerd restart")
+	d.agree("reboot: dockerd and plugin restart, pins gone")
 	if err := pingFrom(d.netns("c2"), "10.0.0.2"); err != nil {
-		t.Errorf("c2 -> c1 after the daemon's restart: %v", err)
+		t.Errorf("c2 -> c1 after the reboot: %v", err)
 	}
 
 	// Everything removed: the plugin detaches the parent it attached.
