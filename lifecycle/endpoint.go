@@ -108,10 +108,10 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint
 		return ep, err
 	}
 	defer tg.close()
-	if s.Moved {
-		// The runtime names the inner end in its namespace.
-	} else if _, err := tg.nl.LinkByName(s.Name); err == nil {
-		return ep, fmt.Errorf("namespace %s already has an interface called %s", tg.name, s.Name)
+	if !s.Moved { // a moved inner end is named by the runtime
+		if _, err := tg.nl.LinkByName(s.Name); err == nil {
+			return ep, fmt.Errorf("namespace %s already has an interface called %s", tg.name, s.Name)
+		}
 	}
 	id, err := h.Tables.FreeID()
 	if err != nil {
@@ -140,9 +140,9 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint
 		}
 	}()
 	if s.Moved {
-		err = createMovedVeth(outer, s)
+		err = createMovedVeth(outer, s, outerGroup(settings.ParentIfindex))
 	} else {
-		err = createVeth(outer, s, tg)
+		err = createVeth(outer, s, tg, outerGroup(settings.ParentIfindex))
 	}
 	if err != nil {
 		return ep, err
@@ -172,14 +172,17 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint
 	if err := failpoint("after-register"); err != nil {
 		return ep, err
 	}
+	// Peers learn the new MAC at once. Best effort: the endpoint works
+	// without it, as it would after a reboot of the container. Before the
+	// record is Ready, so that an add killed at any step is rolled back
+	// whole and the same add then succeeds. A moved endpoint announces
+	// once the runtime has configured it (SettleMoved).
+	if !s.Moved {
+		announce(tg, s)
+	}
 	rec.State = tables.Ready
 	if err := h.Tables.PutRecord(rec); err != nil {
 		return ep, err
-	}
-	// Peers learn the new MAC at once. Best effort: the endpoint works
-	// without it, as it would after a reboot of the container.
-	if !s.Moved {
-		announce(tg, s)
 	}
 	return rec.Endpoint, nil
 }
@@ -290,11 +293,21 @@ func ours(h *loader.Handle, name string) bool {
 	return err == nil
 }
 
+// outerGroup is the interface group of a parent's outer veths: "xm" in the
+// high 16 bits, the parent's ifindex in the low ones. Detach deletes the
+// whole group with one RTM_DELLINK (rtnl_group_dellink), so the kernel
+// unregisters every veth in one batch and waits for RCU once, not per
+// veth.
+func outerGroup(parentIfindex int) uint32 {
+	return 0x786d0000 | uint32(parentIfindex)&0xffff
+}
+
 // createVeth creates the pair with the inner end already in its namespace
 // under its final name, so a name clash there fails the creation itself.
-func createVeth(outer string, s Spec, tg *target) error {
+// The outer end joins group.
+func createVeth(outer string, s Spec, tg *target, group uint32) error {
 	v := &netlink.Veth{
-		LinkAttrs:        netlink.LinkAttrs{Name: outer, MTU: s.MTU},
+		LinkAttrs:        netlink.LinkAttrs{Name: outer, MTU: s.MTU, Group: group},
 		PeerName:         s.Name,
 		PeerHardwareAddr: s.MAC,
 		PeerMTU:          uint32(s.MTU),
@@ -393,10 +406,4 @@ func findRecord(h *loader.Handle, n tables.Network, sel Selector) (tables.Record
 		}
 	}
 	return tables.Record{}, false, nil
-}
-
-func deleteLink(name string) {
-	if l, err := netlink.LinkByName(name); err == nil {
-		netlink.LinkDel(l)
-	}
 }

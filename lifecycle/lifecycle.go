@@ -17,6 +17,7 @@ import (
 	"slices"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/xmacvlan/xmacvlan/loader"
@@ -280,13 +281,82 @@ func (r *Root) DetachParent(parent string, force bool) error {
 		if len(recs) > 0 && !force {
 			return fmt.Errorf("%s has %d endpoints; delete them first or detach with --force", parent, len(recs))
 		}
-		for _, rec := range recs {
-			if err := teardown(h, rec.ID); err != nil {
+		if err := teardownAll(h, recs); err != nil {
+			return err
+		}
+	}
+	return h.Detach()
+}
+
+// teardownAll removes every endpoint of recs, as teardown does one, but
+// deletes their veths in one batch first: a tcx link whose device is gone
+// is released without waiting for an RCU grace period, so the link pins
+// then go fast too. Every record is marked Deleting before anything is
+// removed, so a crash at any later step is finished by the next teardown.
+func teardownAll(h *loader.Handle, recs []tables.Record) error {
+	for _, rec := range recs {
+		if rec.State != tables.Deleting {
+			rec.State = tables.Deleting
+			if err := h.Tables.PutRecord(rec); err != nil {
 				return err
 			}
 		}
 	}
-	return h.Detach()
+	for _, rec := range recs {
+		if rec.Ifindex == 0 {
+			continue
+		}
+		if ep, ok, err := h.Tables.Endpoint(rec.Ifindex); err != nil {
+			return err
+		} else if ok && ep.ID == rec.ID {
+			if err := h.Tables.DeleteEndpoint(rec.Ifindex); err != nil {
+				return err
+			}
+		}
+	}
+	s, err := h.Tables.Settings()
+	if err != nil {
+		return err
+	}
+	if err := deleteGroup(outerGroup(s.ParentIfindex)); err != nil {
+		return err
+	}
+	macs := map[string]bool{}
+	for _, rec := range recs {
+		if outer := ourOuter(h, rec); outer != nil { // made outside the group
+			if err := netlink.LinkDel(outer); err != nil && !errors.Is(err, unix.ENODEV) {
+				return fmt.Errorf("delete endpoint veth %s: %w", rec.Outer, err)
+			}
+		}
+		if rec.Ifindex != 0 {
+			if err := h.DetachEndpointLink(rec.Ifindex); err != nil {
+				return err
+			}
+		}
+		if !macs[rec.MAC.String()] {
+			macs[rec.MAC.String()] = true
+			if err := removeUnicastEntry(h, rec.MAC); err != nil {
+				return err
+			}
+		}
+		if err := h.Tables.DeleteRecord(rec.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteGroup deletes every interface of group in this namespace with one
+// RTM_DELLINK (kernel rtnl_group_dellink). No interface in it is not an
+// error.
+func deleteGroup(group uint32) error {
+	req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(group)))
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete the endpoints' veths (group %#x): %w", group, err)
+	}
+	return nil
 }
 
 // plug hooks the transmit program to the outer veth, adds the MAC to the
@@ -306,10 +376,10 @@ func plug(h *loader.Handle, ep tables.Endpoint) error {
 	return h.Tables.PlugEndpoint(ep)
 }
 
-// teardown removes endpoint id in the reverse order of its making: the
-// record is marked Deleting, then the datapath entries go (MAC table,
-// flood list, endpoint table), then the link pin, the unicast filter entry
-// and the veth (the pair goes with the outer end), and the record last.
+// teardown removes endpoint id: the record is marked Deleting, then the
+// datapath entries go (MAC table, flood list, endpoint table), then the
+// veth (the pair goes with the outer end), its link pin and the unicast
+// filter entry, and the record last.
 // Every step is safe to repeat, so a crash anywhere is finished by the
 // next teardown of the same record.
 func teardown(h *loader.Handle, id int) error {
@@ -323,6 +393,11 @@ func teardown(h *loader.Handle, id int) error {
 			return err
 		}
 	}
+	recs, err := h.Tables.Records()
+	if err != nil {
+		return err
+	}
+	others := slices.DeleteFunc(recs, func(r tables.Record) bool { return r.ID == rec.ID })
 	outer := ourOuter(h, rec)
 	ifindex := rec.Ifindex
 	if ifindex == 0 && outer != nil {
@@ -336,16 +411,24 @@ func teardown(h *loader.Handle, id int) error {
 				return err
 			}
 		}
+	}
+	// The veth before its link: the kernel releases a link whose device
+	// is gone without waiting for an RCU grace period.
+	if outer != nil {
+		if err := netlink.LinkDel(outer); err != nil && !errors.Is(err, unix.ENODEV) {
+			return fmt.Errorf("delete endpoint veth %s: %w", rec.Outer, err)
+		}
+	}
+	// The kernel may have given a gone veth's ifindex to another one.
+	if ifindex != 0 && !slices.ContainsFunc(others, func(r tables.Record) bool { return r.Ifindex == ifindex }) {
 		if err := h.DetachEndpointLink(ifindex); err != nil {
 			return err
 		}
 	}
-	if err := removeUnicastEntry(h, rec); err != nil {
-		return err
-	}
-	if outer != nil {
-		if err := netlink.LinkDel(outer); err != nil && !errors.Is(err, unix.ENODEV) {
-			return fmt.Errorf("delete endpoint veth %s: %w", rec.Outer, err)
+	// Another endpoint of the parent (on another VLAN) may use the same MAC.
+	if !slices.ContainsFunc(others, func(r tables.Record) bool { return slices.Equal(r.MAC, rec.MAC) }) {
+		if err := removeUnicastEntry(h, rec.MAC); err != nil {
+			return err
 		}
 	}
 	return h.Tables.DeleteRecord(rec.ID)
@@ -368,24 +451,15 @@ func ourOuter(h *loader.Handle, rec tables.Record) netlink.Link {
 	return nil
 }
 
-// removeUnicastEntry removes rec's MAC from the parent's unicast filter,
-// unless another record of the parent uses the same MAC (on another VLAN).
-func removeUnicastEntry(h *loader.Handle, rec tables.Record) error {
-	recs, err := h.Tables.Records()
-	if err != nil {
-		return err
-	}
-	for _, other := range recs {
-		if other.ID != rec.ID && slices.Equal(other.MAC, rec.MAC) {
-			return nil
-		}
-	}
-	fdb, err := unicastEntry(h, rec.MAC)
+// removeUnicastEntry removes mac from the parent's unicast filter; a
+// missing entry is not an error.
+func removeUnicastEntry(h *loader.Handle, mac net.HardwareAddr) error {
+	fdb, err := unicastEntry(h, mac)
 	if err != nil {
 		return err
 	}
 	if err := netlink.NeighDel(fdb); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
-		return fmt.Errorf("remove %s from the parent's unicast filter: %w", rec.MAC, err)
+		return fmt.Errorf("remove %s from the parent's unicast filter: %w", mac, err)
 	}
 	return nil
 }

@@ -280,7 +280,8 @@ func (r Removed) String() string { return fmt.Sprintf("%s on %s: %s", r.Kind, r.
 // GC removes, on the parent of network (or on every parent for ""), the
 // endpoints whose outer veth or namespace is gone, and what no record
 // accounts for: veths named as this parent's outer veths, endpoint link
-// pins, locally administered unicast entries in the parent's filter, and
+// pins, locally administered unicast entries in the parent's filter that
+// no endpoint and no interface of this namespace (a macvlan) has, and
 // flood lists that do not match the endpoint table. It says what it
 // removed; with dryRun it removes nothing and says what it would.
 func (r *Root) GC(network string, dryRun bool) ([]Removed, error) {
@@ -369,6 +370,10 @@ func (r *Root) gcParent(parent string, vlan int, dryRun bool) ([]Removed, error)
 	if err != nil {
 		return out, err
 	}
+	inUse := map[string]bool{} // a macvlan on the parent puts its MAC there too
+	for _, l := range links {
+		inUse[l.Attrs().HardwareAddr.String()] = true
+	}
 	for _, l := range links {
 		a := l.Attrs()
 		if !ours(h, a.Name) || names[a.Name] {
@@ -406,8 +411,8 @@ func (r *Root) gcParent(parent string, vlan int, dryRun bool) ([]Removed, error)
 	}
 	for _, e := range fdb {
 		mac := e.HardwareAddr
-		if mac[0]&2 == 0 || slices.Equal(mac, p.Attrs().HardwareAddr) || macs[mac.String()] {
-			continue // not locally administered (ours are), the parent's own, or in use
+		if mac[0]&2 == 0 || slices.Equal(mac, p.Attrs().HardwareAddr) || macs[mac.String()] || inUse[mac.String()] {
+			continue // not locally administered (ours are), the parent's own, an endpoint's, or an interface's here
 		}
 		note("fdb entry", mac.String()+" (no endpoint has this MAC)")
 		if !dryRun {

@@ -44,13 +44,13 @@ func openEndpointTarget(s Spec) (*target, error) {
 func movedName(outer string) string { return "xmi" + outer[3:] }
 
 // createMovedVeth creates the pair with both ends in this namespace.
-func createMovedVeth(outer string, s Spec) error {
+func createMovedVeth(outer string, s Spec, group uint32) error {
 	here, err := openTarget(Spec{Host: true})
 	if err != nil {
 		return err
 	}
 	defer here.close()
-	if err := createVeth(outer, s, here); err != nil {
+	if err := createVeth(outer, s, here, group); err != nil {
 		return err
 	}
 	if s.XDP {

@@ -357,7 +357,7 @@ func (t *Tables) EndpointByMAC(vlan uint16, mac net.HardwareAddr) (Endpoint, boo
 	if err != nil {
 		return Endpoint{}, false, fmt.Errorf("look up MAC %s: %w", mac, err)
 	}
-	return endpointFromRaw(raw), true, nil
+	return t.withInfo(endpointFromRaw(raw)), true, nil
 }
 
 // Endpoints lists every endpoint, ordered by VLAN then ID.

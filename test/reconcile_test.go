@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -175,6 +176,14 @@ func TestCheckAndGC(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Not ours: a kernel macvlan on the same parent puts its MAC on the
+	// parent's unicast list too.
+	mv := &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: "mv0", ParentIndex: parentIdx}, Mode: netlink.MACVLAN_MODE_BRIDGE}
+	if err := h.ns.NL.LinkAdd(mv); err != nil {
+		t.Fatal(err)
+	}
+	mvMAC := up(t, h.ns, "mv0").Attrs().HardwareAddr
+
 	dry := h.mustCLI("gc", "--dry-run")
 	for _, w := range []string{cs[0], cs[1], orphanName, fmt.Sprintf("link_ep_%d", pinIdx), strayMAC.String()} {
 		if !strings.Contains(dry, w) {
@@ -197,6 +206,11 @@ func TestCheckAndGC(t *testing.T) {
 	}
 	if _, err := os.Stat(fmt.Sprintf("%s/%s/link_ep_%d", h.root, h.parent, pinIdx)); err == nil {
 		t.Error("gc left the orphan link pin")
+	}
+	if fdb, _ := h.ns.NL.NeighList(parentIdx, unix.AF_BRIDGE); !slices.ContainsFunc(fdb, func(n netlink.Neigh) bool {
+		return n.HardwareAddr.String() == mvMAC.String()
+	}) {
+		t.Errorf("gc removed the macvlan's MAC %s from the parent", mvMAC)
 	}
 	h.ns.NL.LinkDel(mustLink(t, h.ns, "xtpin"))
 	if out := h.mustCLI("gc", "--dry-run"); !strings.Contains(out, "nothing to remove") {
