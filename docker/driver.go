@@ -109,7 +109,9 @@ func (d *Driver) reconcile() error {
 		}
 		d.log.Printf("network %s (docker %s) is gone from the tables: making it again", n.Name, short(id))
 		if err := d.makeNetwork(n); err != nil {
-			return fmt.Errorf("restore network %s: %w", n.Name, err)
+			// The other networks still work; this one's containers get
+			// the reason at `docker run`, and `docker network rm` works.
+			d.log.Printf("network %s (docker %s) cannot be made again: %v", n.Name, short(id), err)
 		}
 	}
 	eps, err := d.root.Endpoints("")
@@ -357,7 +359,7 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 	}
 	n := d.st.Networks[ep.Network]
 	return &network.InfoResponse{Value: map[string]string{
-		"xmacvlan network": n.Name, "parent": n.Parent, "vlan": vlanName(n.VLAN), "mac": ep.MAC, "outer": ep.Outer,
+		"network": n.Name, "parent": n.Parent, "vlan": vlanName(n.VLAN), "mac": ep.MAC, "outer": ep.Outer,
 	}}, nil
 }
 
@@ -386,6 +388,21 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 		spec.IP = &net.IPNet{IP: ip, Mask: subnet.Mask}
 		if v4 := ip.To4(); v4 != nil {
 			spec.IP.IP = v4
+		}
+	}
+	if !d.hasNetwork(n.Name) {
+		// Its pins went while the plugin ran (a forced detach): make it
+		// again, as a start of the plugin would.
+		d.mu.Lock()
+		var err error
+		if !d.hasNetwork(n.Name) { // another Join may have made it meanwhile
+			if err = d.makeNetwork(n); err == nil {
+				err = d.st.save(d.stateDir)
+			}
+		}
+		d.mu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("network %s is gone from the tables and cannot be made again: %w", n.Name, err)
 		}
 	}
 	start := time.Now()
