@@ -139,6 +139,25 @@ func (d *Driver) reconcile() error {
 			}()
 		}
 	}
+	// An endpoint of our networks that no Docker endpoint names was built
+	// by a Join the plugin did not live to record: Docker has given up on
+	// it (its DeleteEndpoint found nothing to remove).
+	joined, ours := map[string]bool{}, map[string]bool{}
+	for _, ep := range d.st.Endpoints {
+		joined[ep.Outer] = true
+	}
+	for _, n := range d.st.Networks {
+		ours[n.Name] = true
+	}
+	for _, e := range eps {
+		if joined[e.Outer] || !ours[e.Network] {
+			continue
+		}
+		d.log.Printf("endpoint %s on %s: no Docker endpoint has it (a Join cut short): removing it", e.Outer, e.Network)
+		if _, err := d.root.DeleteOuter(e.Network, e.Outer); err != nil {
+			d.log.Printf("remove endpoint %s: %v", e.Outer, err)
+		}
+	}
 	return d.st.save(d.stateDir)
 }
 

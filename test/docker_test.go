@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/xmacvlan/xmacvlan/docker"
+	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
@@ -236,6 +237,13 @@ func TestDockerLifecycle(t *testing.T) {
 	d.killPlugin()
 	if err := pingFrom(d.netns("c2"), "10.0.0.2"); err != nil {
 		t.Errorf("c2 -> c1 while the plugin is dead: %v", err)
+	}
+	// What a Join killed before the plugin saved its state leaves: an
+	// endpoint on the plugin's network that no Docker endpoint names.
+	orphan := testutil.NewNetns(t, "xc")
+	lan := "docker-" + d.mustDocker("network", "inspect", "-f", "{{.Id}}", "lan")[:12]
+	if out, err := a.cli("endpoint", "add", lan, "--netns", orphan.Path()); err != nil {
+		t.Fatal(out, err)
 	}
 	d.startPlugin()
 	d.mustDocker("run", "-d", "--name", "c4", "--network", "lan", "busybox", "sleep", "1d")
