@@ -352,17 +352,17 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	if !ok {
 		return nil
 	}
-	if err := d.unplug(ep); err != nil {
+	if err := d.unplug(d.st.Networks[ep.Network], ep); err != nil {
 		return err
 	}
 	delete(d.st.Endpoints, req.EndpointID)
 	return d.st.save(d.stateDir)
 }
 
-// unplug removes the xmacvlan endpoint of a joined Docker endpoint.
-func (d *Driver) unplug(ep Endpoint) error {
-	n, ok := d.st.Networks[ep.Network]
-	if !ok || ep.Outer == "" || !d.hasNetwork(n.Name) {
+// unplug removes the xmacvlan endpoint of a joined Docker endpoint ep of
+// network n.
+func (d *Driver) unplug(n Network, ep Endpoint) error {
+	if ep.Outer == "" || !d.hasNetwork(n.Name) {
 		return nil
 	}
 	_, err := d.root.DeleteOuter(n.Name, ep.Outer)
@@ -394,7 +394,7 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 		return nil, fmt.Errorf("join without a sandbox (namespace) from Docker")
 	}
 	if ep.Outer != "" { // joined before and never left: start afresh
-		if err := d.unplug(ep); err != nil {
+		if err := d.unplug(n, ep); err != nil {
 			return nil, err
 		}
 	}

@@ -9,6 +9,7 @@ package test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -206,6 +207,9 @@ func (d *dockerEnv) stop() {
 	}
 	unmountUnder(d.dir)
 	unmountUnder(d.execDir)
+	if log, _ := os.ReadFile(filepath.Join(d.dir, "plugin.log")); bytes.Contains(log, []byte("DATA RACE")) || bytes.Contains(log, []byte("panic")) {
+		d.t.Errorf("the plugin raced or panicked (GOFLAGS=-race builds it with the race detector)")
+	}
 	if d.t.Failed() {
 		d.t.Logf("dockerd log:\n%s\nplugin log:\n%s", d.tail("dockerd.log"), d.tail("plugin.log"))
 	}
