@@ -88,7 +88,9 @@ func openTarget(s Spec) (*target, error) {
 // is forwarded to a half-built endpoint. Any failure removes everything
 // built so far; a crash leaves the record, and the next writer removes
 // what it names (repair).
-func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint, err error) {
+//
+// recs are the parent's records, as repair left them.
+func addEndpoint(h *loader.Handle, n tables.Network, s Spec, recs []tables.Record) (ep tables.Endpoint, err error) {
 	settings, err := h.Tables.Settings()
 	if err != nil {
 		return ep, err
@@ -97,8 +99,12 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint
 	if err != nil {
 		return ep, fmt.Errorf("parent %s (ifindex %d) is gone: %w", h.Parent, settings.ParentIfindex, err)
 	}
-	if err := reapStaleHolders(h, n, s); err != nil {
+	if reaped, err := reapStaleHolders(h, n, s, recs); err != nil {
 		return ep, err
+	} else if reaped {
+		if recs, err = h.Tables.Records(); err != nil {
+			return ep, err
+		}
 	}
 	if err := complete(&s, n, parent, h.Tables); err != nil {
 		return ep, err
@@ -113,7 +119,7 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec) (ep tables.Endpoint
 			return ep, fmt.Errorf("namespace %s already has an interface called %s", tg.name, s.Name)
 		}
 	}
-	id, err := h.Tables.FreeID()
+	id, err := h.Tables.FreeID(recs)
 	if err != nil {
 		return ep, err
 	}
@@ -382,10 +388,10 @@ func defaultName(n tables.Network, host bool) string {
 	return name
 }
 
-// findRecord finds the record on network n that sel names: same inner
-// name and the same namespace (by inode when the namespace still opens,
-// else by the name it was given).
-func findRecord(h *loader.Handle, n tables.Network, sel Selector) (tables.Record, bool, error) {
+// findRecord finds the record among recs on network n that sel names:
+// same inner name and the same namespace (by inode when the namespace
+// still opens, else by the name it was given).
+func findRecord(n tables.Network, sel Selector, recs []tables.Record) (tables.Record, bool) {
 	name := sel.Name
 	if name == "" {
 		name = defaultName(n, sel.Host)
@@ -395,15 +401,11 @@ func findRecord(h *loader.Handle, n tables.Network, sel Selector) (tables.Record
 		ino = tg.ino
 		tg.close()
 	}
-	recs, err := h.Tables.Records()
-	if err != nil {
-		return tables.Record{}, false, err
-	}
 	for _, r := range recs {
 		sameNS := (ino != 0 && r.NetnsIno == ino) || (!sel.Host && r.Netns == sel.Netns)
 		if r.VLAN == n.VLAN && r.Ifname == name && r.Host == sel.Host && sameNS {
-			return r, true, nil
+			return r, true
 		}
 	}
-	return tables.Record{}, false, nil
+	return tables.Record{}, false
 }

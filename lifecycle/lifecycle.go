@@ -67,7 +67,7 @@ func (r *Root) writer(parent string) (*loader.Handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := repair(h); err != nil {
+	if _, err := repair(h); err != nil {
 		h.Close()
 		return nil, err
 	}
@@ -75,22 +75,22 @@ func (r *Root) writer(parent string) (*loader.Handle, error) {
 }
 
 // network locks the root, opens the parent of network name, repairs it
-// and returns the network as it is after the repair.
-func (r *Root) network(name string) (*loader.Handle, tables.Network, error) {
+// and returns the network and the parent's records as they are after the
+// repair.
+func (r *Root) network(name string) (*loader.Handle, tables.Network, []tables.Record, error) {
 	h, n, err := loader.OpenNetwork(r.Dir, name)
 	if err != nil {
-		return nil, n, err
+		return nil, n, nil, err
 	}
-	if err := repair(h); err != nil {
-		h.Close()
-		return nil, n, err
+	recs, err := repair(h)
+	if err == nil {
+		n, _, err = h.Tables.Network(n.VLAN)
 	}
-	n, _, err = h.Tables.Network(n.VLAN)
 	if err != nil {
 		h.Close()
-		return nil, n, err
+		return nil, n, nil, err
 	}
-	return h, n, nil
+	return h, n, recs, nil
 }
 
 // CreateNetwork creates a network on an attached parent. Network names are
@@ -141,15 +141,11 @@ func (r *Root) CreateNetwork(parent string, s NetworkSpec) (tables.Network, erro
 // DeleteNetwork deletes network name. It refuses while the network has
 // endpoints, unless force, which deletes them first.
 func (r *Root) DeleteNetwork(name string, force bool) error {
-	h, n, err := r.network(name)
+	h, n, recs, err := r.network(name)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	recs, err := h.Tables.Records()
-	if err != nil {
-		return err
-	}
 	var mine []tables.Record
 	for _, rec := range recs {
 		if rec.VLAN == n.VLAN {
@@ -177,24 +173,24 @@ func (r *Root) Networks() ([]loader.ParentNetwork, error) {
 // MAC, address or inner name (its namespace or outer veth is gone) is
 // removed first; a live one is refused, named in the error.
 func (r *Root) AddEndpoint(network string, s Spec) (tables.Endpoint, error) {
-	h, n, err := r.network(network)
+	h, n, recs, err := r.network(network)
 	if err != nil {
 		return tables.Endpoint{}, err
 	}
 	defer h.Close()
-	return addEndpoint(h, n, s)
+	return addEndpoint(h, n, s, recs)
 }
 
 // DeleteEndpoint takes the endpoint sel names off network and removes its
 // veth. Deleting an endpoint that does not exist is not an error: found
 // says which it was.
 func (r *Root) DeleteEndpoint(network string, sel Selector) (found bool, err error) {
-	h, n, err := r.network(network)
+	h, n, recs, err := r.network(network)
 	if err != nil {
 		return false, err
 	}
 	defer h.Close()
-	rec, found, err := findRecord(h, n, sel)
+	rec, found := findRecord(n, sel, recs)
 	if err != nil || !found {
 		return false, err
 	}
@@ -491,11 +487,11 @@ func parentLink(h *loader.Handle) (netlink.Link, error) {
 
 // repair finishes what a crash left: a Building record is rolled back, a
 // Deleting one is finished, and the flood lists of their VLANs are made to
-// match the endpoint table again.
-func repair(h *loader.Handle) error {
+// match the endpoint table again. It returns the records left, all Ready.
+func repair(h *loader.Handle) ([]tables.Record, error) {
 	recs, err := h.Tables.Records()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	vlans := map[uint16]bool{}
 	for _, rec := range recs {
@@ -503,16 +499,19 @@ func repair(h *loader.Handle) error {
 			continue
 		}
 		if err := teardown(h, rec.ID); err != nil {
-			return fmt.Errorf("repair endpoint %d (%s, left %s by a crash): %w", rec.ID, rec.Outer, rec.State, err)
+			return nil, fmt.Errorf("repair endpoint %d (%s, left %s by a crash): %w", rec.ID, rec.Outer, rec.State, err)
 		}
 		vlans[rec.VLAN] = true
 	}
+	if len(vlans) == 0 {
+		return recs, nil
+	}
 	for vlan := range vlans {
 		if _, err := h.Tables.SyncFlood(vlan); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return h.Tables.Records()
 }
 
 // isStale says whether a Ready endpoint's outer veth is gone (deleting a

@@ -23,12 +23,9 @@ var dyingWait = 5 * time.Second
 // asks for (its MAC, its address, or its inner name in its namespace) and
 // are stale: their outer veth is gone, or their namespace is gone by name
 // and its veth goes within dyingWait. A live holder is left for the
-// checks that follow to refuse.
-func reapStaleHolders(h *loader.Handle, n tables.Network, s Spec) error {
-	recs, err := h.Tables.Records()
-	if err != nil {
-		return err
-	}
+// checks that follow to refuse. recs are the parent's records; reaped says
+// whether any went.
+func reapStaleHolders(h *loader.Handle, n tables.Network, s Spec, recs []tables.Record) (reaped bool, err error) {
 	var ino uint64
 	if tg, err := openTarget(s); err == nil {
 		ino = tg.ino
@@ -49,10 +46,11 @@ func reapStaleHolders(h *loader.Handle, n tables.Network, s Spec) error {
 			continue
 		}
 		if err := teardown(h, rec.ID); err != nil {
-			return fmt.Errorf("remove stale endpoint %s (was in %s): %w", rec.Ifname, rec.Netns, err)
+			return reaped, fmt.Errorf("remove stale endpoint %s (was in %s): %w", rec.Ifname, rec.Netns, err)
 		}
+		reaped = true
 	}
-	return nil
+	return reaped, nil
 }
 
 // namespaceGone says whether rec's namespace no longer opens under the
@@ -98,15 +96,12 @@ func (d Difference) String() string { return fmt.Sprintf("%s: want %s, got %s", 
 // link. No differences is a healthy endpoint; an endpoint with no record
 // is an error.
 func (r *Root) CheckEndpoint(network string, sel Selector) ([]Difference, error) {
-	h, n, err := r.network(network)
+	h, n, recs, err := r.network(network)
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	rec, found, err := findRecord(h, n, sel)
-	if err != nil {
-		return nil, err
-	}
+	rec, found := findRecord(n, sel, recs)
 	if !found {
 		return nil, fmt.Errorf("no such endpoint on network %s", network)
 	}

@@ -224,8 +224,11 @@ func (t *Tables) DeleteNetwork(vlan uint16) error {
 // AddEndpoint registers ep and returns it with its counter slot assigned
 // (the lowest free one): PlugEndpoint with a fresh ID.
 func (t *Tables) AddEndpoint(ep Endpoint) (Endpoint, error) {
-	var err error
-	if ep.ID, err = t.FreeID(); err != nil {
+	recs, err := t.Records()
+	if err != nil {
+		return ep, err
+	}
+	if ep.ID, err = t.FreeID(recs); err != nil {
 		return ep, err
 	}
 	return ep, t.PlugEndpoint(ep)
@@ -383,14 +386,11 @@ func (t *Tables) Endpoints() ([]Endpoint, error) {
 	return out, nil
 }
 
-// FreeID returns the lowest counter slot no endpoint and no record uses. It
-// reads the tables in batches: a few syscalls, not two per endpoint.
-func (t *Tables) FreeID() (int, error) {
+// FreeID returns the lowest counter slot no endpoint and none of recs (the
+// records, as Records returns them) uses. It reads the endpoint table in
+// batches: a few syscalls, not two per endpoint.
+func (t *Tables) FreeID(recs []Record) (int, error) {
 	used := make([]bool, MaxEndpoints)
-	recs, err := t.Records()
-	if err != nil {
-		return 0, err
-	}
 	for _, r := range recs {
 		used[r.ID] = true
 	}
