@@ -70,15 +70,12 @@ func createMovedVeth(outer string, s Spec, group uint32) error {
 // ready is false, and nothing changes, while the runtime is not done yet.
 // An endpoint that no longer exists is an error.
 func (r *Root) SettleMoved(network, outer string) (ep tables.Endpoint, ready bool, err error) {
-	h, n, err := r.network(network)
+	h, n, recs, err := r.network(network)
 	if err != nil {
 		return ep, false, err
 	}
 	defer h.Close()
-	rec, found, err := recordByOuter(h.Tables, n.VLAN, outer)
-	if err != nil {
-		return ep, false, err
-	}
+	rec, found := recordByOuter(recs, n.VLAN, outer)
 	if !found {
 		return ep, false, fmt.Errorf("no endpoint with outer veth %s on network %s", outer, network)
 	}
@@ -130,29 +127,25 @@ func (r *Root) WaitMoved(network, outer string, timeout time.Duration) (tables.E
 // renamed it) names its endpoint. Deleting an endpoint that does not exist
 // is not an error: found says which it was.
 func (r *Root) DeleteOuter(network, outer string) (found bool, err error) {
-	h, n, err := r.network(network)
+	h, n, recs, err := r.network(network)
 	if err != nil {
 		return false, err
 	}
 	defer h.Close()
-	rec, found, err := recordByOuter(h.Tables, n.VLAN, outer)
-	if err != nil || !found {
-		return false, err
+	rec, found := recordByOuter(recs, n.VLAN, outer)
+	if !found {
+		return false, nil
 	}
 	return true, teardown(h, rec.ID)
 }
 
-func recordByOuter(t *tables.Tables, vlan uint16, outer string) (tables.Record, bool, error) {
-	recs, err := t.Records()
-	if err != nil {
-		return tables.Record{}, false, err
-	}
+func recordByOuter(recs []tables.Record, vlan uint16, outer string) (tables.Record, bool) {
 	for _, rec := range recs {
 		if rec.VLAN == vlan && rec.Outer == outer {
-			return rec, true, nil
+			return rec, true
 		}
 	}
-	return tables.Record{}, false, nil
+	return tables.Record{}, false
 }
 
 // innerPeer finds, in tg, the veth whose peer is the outer end ifindex
