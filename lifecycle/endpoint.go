@@ -34,6 +34,7 @@ type Spec struct {
 	Gateway net.IP           // default route's gateway, containers only (DefaultGateway); nil: the network's
 	MTU     int              // 0: the network's, else the parent's
 	XDP     bool             // receive by native XDP redirect instead of the skb path
+	Moved   bool             // the runtime moves and configures the inner end (runtime.go)
 }
 
 // failpoint lets tests fail Add at a named step, to check the rollback.
@@ -113,7 +114,7 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec, recs []tables.Recor
 	if err := CheckEndpoint(s, n, p); err != nil {
 		return ep, err
 	}
-	tg, err := openTarget(s)
+	tg, err := openEndpointTarget(s)
 	if err != nil {
 		return ep, err
 	}
@@ -121,21 +122,24 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec, recs []tables.Recor
 	if err := CheckUnique(s, n, tg.ino, existing); err != nil {
 		return ep, err
 	}
-	kind := ""
-	if l, err := tg.nl.LinkByName(s.Name); err == nil {
-		kind = l.Type()
-	}
-	if err := CheckNameFree(s, kind, tg.ino, existing); err != nil {
-		return ep, err
-	}
+	// A moved inner end is named, addressed and routed by the runtime.
 	var gateway net.IP
-	if s.IP != nil {
-		have, err := defaultRoute(tg.nl, family(s.IP.IP))
-		if err != nil {
+	if !s.Moved {
+		kind := ""
+		if l, err := tg.nl.LinkByName(s.Name); err == nil {
+			kind = l.Type()
+		}
+		if err := CheckNameFree(s, kind, tg.ino, existing); err != nil {
 			return ep, err
 		}
-		if gateway, err = DefaultGateway(s, n, have); err != nil {
-			return ep, err
+		if s.IP != nil {
+			have, err := defaultRoute(tg.nl, family(s.IP.IP))
+			if err != nil {
+				return ep, err
+			}
+			if gateway, err = DefaultGateway(s, n, have); err != nil {
+				return ep, err
+			}
 		}
 	}
 	id, err := h.Tables.FreeID(recs)
@@ -145,6 +149,9 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec, recs []tables.Recor
 	outer, err := outerName(settings.ParentIfindex, n.VLAN, id)
 	if err != nil {
 		return ep, err
+	}
+	if s.Moved {
+		s.Name = movedName(outer)
 	}
 	rec := tables.Record{State: tables.Building, Endpoint: tables.Endpoint{
 		ID: id, VLAN: n.VLAN, MAC: s.MAC, XDPDelivery: s.XDP, Host: s.Host,
@@ -161,7 +168,12 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec, recs []tables.Recor
 			}
 		}
 	}()
-	if err := createVeth(outer, s, tg, outerGroup(settings.ParentIfindex)); err != nil {
+	if s.Moved {
+		err = createMovedVeth(outer, s, outerGroup(settings.ParentIfindex))
+	} else {
+		err = createVeth(outer, s, tg, outerGroup(settings.ParentIfindex))
+	}
+	if err != nil {
 		return ep, err
 	}
 	outerLink, err := netlink.LinkByName(outer)
@@ -175,8 +187,10 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec, recs []tables.Recor
 	if err := failpoint("after-veth"); err != nil {
 		return ep, err
 	}
-	if err := configureInner(tg, s, gateway); err != nil {
-		return ep, err
+	if !s.Moved {
+		if err := configureInner(tg, s, gateway); err != nil {
+			return ep, err
+		}
 	}
 	if err := failpoint("after-inner"); err != nil {
 		return ep, err
@@ -190,8 +204,11 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec, recs []tables.Recor
 	// Peers learn the new MAC at once. Best effort: the endpoint works
 	// without it, as it would after a reboot of the container. Before the
 	// record is Ready, so that an add killed at any step is rolled back
-	// whole and the same add then succeeds.
-	announce(tg, s)
+	// whole and the same add then succeeds. A moved endpoint announces
+	// once the runtime has configured it (SettleMoved).
+	if !s.Moved {
+		announce(tg, s)
+	}
 	rec.State = tables.Ready
 	if err := h.Tables.PutRecord(rec); err != nil {
 		return ep, err
@@ -213,7 +230,7 @@ func complete(s *Spec, n tables.Network, p Parent, existing []tables.Endpoint) {
 		s.MTU = p.MTU
 	}
 	for s.MAC == nil {
-		s.MAC = randomMAC()
+		s.MAC = RandomMAC()
 		for _, ep := range existing {
 			if ep.VLAN == n.VLAN && bytes.Equal(ep.MAC, s.MAC) {
 				s.MAC = nil
@@ -222,9 +239,9 @@ func complete(s *Spec, n tables.Network, p Parent, existing []tables.Endpoint) {
 	}
 }
 
-// randomMAC returns a locally administered unicast address, as the kernel
-// gives a macvlan without one.
-func randomMAC() net.HardwareAddr {
+// RandomMAC returns a locally administered unicast address, as the kernel
+// gives a macvlan without one (eth_random_addr).
+func RandomMAC() net.HardwareAddr {
 	mac := make(net.HardwareAddr, 6)
 	rand.Read(mac)
 	mac[0] = mac[0]&0xfe | 0x02

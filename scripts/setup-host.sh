@@ -13,7 +13,7 @@ packages=(
 	strace                                     # tests that stop a command mid-way
 	netsniff-ng kmod linux-perf                # bench: trafgen, modprobe pktgen, perf
 	prometheus                                 # promtool check metrics
-	podman containerd runc busybox-static      # runtimes that call xmacvlan-cni (tests)
+	docker.io podman containerd runc busybox-static # runtimes the Docker driver and CNI tests run
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -19,33 +19,12 @@ import (
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
-// busyboxTar writes a root filesystem of busybox (one symlink per applet
-// and an /etc/passwd) as a tar, the input of `podman import`.
-func busyboxTar(t *testing.T, dir string) string {
-	t.Helper()
-	rootfs := filepath.Join(dir, "rootfs")
-	os.MkdirAll(filepath.Join(rootfs, "bin"), 0o755)
-	os.MkdirAll(filepath.Join(rootfs, "etc"), 0o755)
-	b, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Fatalf("busybox-static (scripts/setup-host.sh installs it): %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	list, err := exec.Command("/bin/busybox", "--list").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, applet := range strings.Fields(string(list)) {
-		if applet != "busybox" {
-			os.Symlink("busybox", filepath.Join(rootfs, "bin", applet))
-		}
-	}
-	os.WriteFile(filepath.Join(rootfs, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
+// busyboxTarFile writes the busybox image (busyboxTar) to dir, the input
+// of `podman import`.
+func busyboxTarFile(t *testing.T, dir string) string {
 	tarball := filepath.Join(dir, "busybox.tar")
-	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
-		t.Fatalf("tar: %v %s", err, out)
+	if err := os.WriteFile(tarball, busyboxTar(t), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	return tarball
 }
@@ -97,18 +76,6 @@ func (p *podman) podman(args ...string) (string, error) {
 	return string(out), nil
 }
 
-// unmountUnder unmounts what a runtime left mounted under dir, so the
-// directory can be removed.
-func unmountUnder(dir string) {
-	b, _ := os.ReadFile("/proc/self/mounts")
-	lines := strings.Split(string(b), "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		if f := strings.Fields(lines[i]); len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
-			syscall.Unmount(f[1], syscall.MNT_DETACH)
-		}
-	}
-}
-
 // `podman run --network NET --ip --mac-address` gets that address and MAC
 // from xmacvlan-cni and reaches a peer on VLAN 10 on another host; when
 // the container exits nothing is left.
@@ -120,7 +87,7 @@ func TestCNIPodman(t *testing.T) {
 	peer.network("v10", 10, tables.Bridge)
 	far := peer.container("v10", "", "172.16.10.99/24", false)
 	p := newPodman(t, h)
-	if out, err := p.podman("import", "-c", `CMD ["/bin/sh"]`, busyboxTar(t, t.TempDir()), "localhost/xmv-busybox:1"); err != nil {
+	if out, err := p.podman("import", "-c", `CMD ["/bin/sh"]`, busyboxTarFile(t, t.TempDir()), "localhost/xmv-busybox:1"); err != nil {
 		t.Fatal(err, out)
 	}
 	// podman 4.3's libcni takes results up to 1.0.0.
@@ -248,7 +215,7 @@ func TestCNIContainerd(t *testing.T) {
 	// docker archive for `ctr images import`.
 	p := newPodman(t, h)
 	dir := t.TempDir()
-	if out, err := p.podman("import", "-c", `CMD ["/bin/sleep", "3600"]`, busyboxTar(t, dir), "localhost/xmv-pause:1"); err != nil {
+	if out, err := p.podman("import", "-c", `CMD ["/bin/sleep", "3600"]`, busyboxTarFile(t, dir), "localhost/xmv-pause:1"); err != nil {
 		t.Fatal(err, out)
 	}
 	archive := filepath.Join(dir, "pause.tar")

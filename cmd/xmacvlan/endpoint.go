@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/xmacvlan/xmacvlan/docker"
 	"github.com/xmacvlan/xmacvlan/lifecycle"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
@@ -152,6 +153,9 @@ type endpointRowJSON struct {
 	ID       int    `json:"id"`
 	State    string `json:"state"`
 	Stale    bool   `json:"stale"`
+	// A Docker endpoint's ID and container (docker-plugin's state).
+	DockerEndpoint string `json:"docker_endpoint,omitempty"`
+	Container      string `json:"container,omitempty"`
 }
 
 func endpointRow(e lifecycle.EndpointStatus) endpointRowJSON {
@@ -172,7 +176,8 @@ func deliveryName(ep tables.Endpoint) string {
 }
 
 func newEndpointListCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var dockerState string
+	cmd := &cobra.Command{
 		Use:   "list [NETWORK]",
 		Short: "List endpoints (stale: the namespace or outer veth is gone; `xmacvlan gc` removes them)",
 		Args:  cobra.MaximumNArgs(1),
@@ -185,9 +190,14 @@ func newEndpointListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			owners := dockerOwners(dockerState)
 			rows := []endpointRowJSON{}
 			for _, e := range eps {
-				rows = append(rows, endpointRow(e))
+				r := endpointRow(e)
+				if o, ok := owners[r.Outer]; ok {
+					r.DockerEndpoint, r.Container = o.Endpoint, o.Container
+				}
+				rows = append(rows, r)
 			}
 			w := cmd.OutOrStdout()
 			if g.output == "json" {
@@ -203,12 +213,18 @@ func newEndpointListCmd(g *globals) *cobra.Command {
 				case r.State != "ready":
 					outer += " (" + r.State + ")"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Network, vlanName(r.VLAN), r.Netns, r.Ifname,
+				netns := r.Netns
+				if o, ok := owners[r.Outer]; ok {
+					netns = o.String()
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Network, vlanName(r.VLAN), netns, r.Ifname,
 					r.MAC, dashIfEmpty(r.IP), r.Delivery, outer)
 			}
 			return tw.Flush()
 		},
 	}
+	cmd.Flags().StringVar(&dockerState, "docker-state", docker.DefaultStateDir, "docker-plugin's --state: name the containers of Docker endpoints")
+	return cmd
 }
 
 func newEndpointCheckCmd(g *globals) *cobra.Command {

@@ -55,6 +55,7 @@ func newRootCmd() *cobra.Command {
 		newStatsCmd(g),
 		newMetricsCmd(g),
 		newWatchCmd(g),
+		newDockerPluginCmd(g),
 	)
 	return cmd
 }
