@@ -121,11 +121,8 @@ func OpenNetwork(root, name string) (*Handle, tables.Network, error) {
 // Networks lists the networks of every parent under root, under the
 // shared lock.
 func Networks(root string) ([]ParentNetwork, error) {
-	r, err := state.Open(root, state.Read)
-	if errors.Is(err, state.ErrNoRoot) {
-		return nil, nil
-	}
-	if err != nil {
+	r, err := openRead(root)
+	if r == nil {
 		return nil, err
 	}
 	defer r.Close()
@@ -235,13 +232,20 @@ func (h *Handle) EndpointLinkAlive(ifindex int) bool {
 // Parents lists the parents that have state under root, by name, under
 // the shared lock.
 func Parents(root string) ([]string, error) {
-	r, err := state.Open(root, state.Read)
-	if errors.Is(err, state.ErrNoRoot) {
-		return nil, nil
-	}
-	if err != nil {
+	r, err := openRead(root)
+	if r == nil {
 		return nil, err
 	}
 	defer r.Close()
 	return r.Parents("")
+}
+
+// openRead takes root's shared lock, for readers; nil and no error when
+// the root does not exist yet (nothing is attached).
+func openRead(root string) (*state.Root, error) {
+	r, err := state.Open(root, state.Read)
+	if errors.Is(err, state.ErrNoRoot) {
+		return nil, nil
+	}
+	return r, err
 }

@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -55,11 +54,8 @@ type TableStatus = tables.Fill
 // It reads under the root's shared lock: it waits for an attach or a
 // detach, never for endpoint changes.
 func Status(root, only string) ([]ParentStatus, error) {
-	r, err := state.Open(root, state.Read)
-	if errors.Is(err, state.ErrNoRoot) {
-		return nil, nil
-	}
-	if err != nil {
+	r, err := openRead(root)
+	if r == nil {
 		return nil, err
 	}
 	defer r.Close()
