@@ -110,7 +110,7 @@ func (d *dockerEnv) startDockerd() {
 	args := []string{"nsenter", "--net=" + d.h.ns.Path(), "dockerd",
 		"--data-root", filepath.Join(d.dir, "data"), "--exec-root", filepath.Join(d.execDir, "exec"),
 		"--pidfile", filepath.Join(d.execDir, "dockerd.pid"), "-H", "unix://" + d.sock,
-		"--storage-driver", "overlay2", "--iptables=false", "--ip-forward=false", "--ip-masq=false",
+		"--storage-driver", storageDriver(d.dir), "--iptables=false", "--ip-forward=false", "--ip-masq=false",
 		"--bridge=none", "--shutdown-timeout=1"}
 	if d.ownMounts {
 		// The mounts die with the namespace, when dockerd and the plugin exit.
@@ -476,4 +476,15 @@ func busyboxTar(t testing.TB) []byte {
 		t.Fatalf("busybox image: %v", busyboxErr)
 	}
 	return busyboxImg
+}
+
+// storageDriver is overlay2, what Docker hosts use, unless dir is itself
+// on overlayfs (a container's or chroot's root), where the kernel refuses
+// an overlay mount: then vfs, which copies the (tiny) busybox image.
+func storageDriver(dir string) string {
+	var st unix.Statfs_t
+	if unix.Statfs(dir, &st) == nil && st.Type == unix.OVERLAYFS_SUPER_MAGIC {
+		return "vfs"
+	}
+	return "overlay2"
 }
