@@ -149,7 +149,7 @@ func (d *dockerEnv) startPlugin() {
 	args := []string{"nsenter", "--net=" + d.h.ns.Path(), xmacvlanBin, "--bpffs", d.h.root, "docker-plugin",
 		"--socket", d.pluginSocket(), "--state", d.stateDir(), "--docker-host", "unix://" + d.sock}
 	if d.ownMounts {
-		args = slices.Insert(args, 1, fmt.Sprintf("--mount=/proc/%d/ns/mnt", d.dockerd.Process.Pid))
+		args = slices.Insert(args, 1, d.mountArgs()...)
 	}
 	d.plugin = exec.Command(args[0], args[1:]...)
 	d.plugin.Stdout, d.plugin.Stderr = logf, logf
@@ -340,17 +340,24 @@ type xmvEndpoint struct {
 	Container                                     string
 }
 
+// mountArgs are nsenter's arguments into the daemon's mount namespace,
+// keeping its root: entering a mount namespace resets the root to the
+// namespace's own, which is not ours under a chroot (setns(2)).
+func (d *dockerEnv) mountArgs() []string {
+	pid := d.dockerd.Process.Pid
+	return []string{fmt.Sprintf("--mount=/proc/%d/ns/mnt", pid), fmt.Sprintf("--root=/proc/%d/root", pid)}
+}
+
 // cli runs the xmacvlan CLI on the daemon's host: its network namespace,
 // and its mount namespace, where the containers' namespaces are mounted.
 func (d *dockerEnv) cli(args ...string) (string, error) {
 	if !d.ownMounts {
 		return d.h.cli(args...)
 	}
-	args = append([]string{fmt.Sprintf("--mount=/proc/%d/ns/mnt", d.dockerd.Process.Pid), "--net=" + d.h.ns.Path(),
-		xmacvlanBin, "--bpffs", d.h.root}, args...)
-	out, err := exec.Command("nsenter", args...).CombinedOutput()
+	nsenter := append(d.mountArgs(), "--net="+d.h.ns.Path(), xmacvlanBin, "--bpffs", d.h.root)
+	out, err := exec.Command("nsenter", append(nsenter, args...)...).CombinedOutput()
 	if err != nil {
-		return string(out), fmt.Errorf("xmacvlan %s: %v\n%s", strings.Join(args[4:], " "), err, out)
+		return string(out), fmt.Errorf("xmacvlan %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
 }
