@@ -57,10 +57,9 @@ func newDockerPluginCmd(g *globals) *cobra.Command {
 // dockerOwners maps the outer veth of each Docker endpoint to its
 // container, from the driver's state in dir (none without a state file).
 func dockerOwners(dir string) map[string]docker.Owner {
-	st, err := docker.LoadState(dir)
+	owners, err := docker.ReadOwners(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "xmacvlan: docker state:", err)
-		return nil
 	}
-	return st.Owners()
+	return owners
 }
