@@ -50,7 +50,7 @@ func newDockerPluginCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&socket, "socket", docker.DefaultSocket, "unix socket Docker finds the plugin on (its base name is the driver's name)")
 	f.StringVar(&stateDir, "state", docker.DefaultStateDir, "directory of the driver's state file (Docker network IDs -> xmacvlan networks)")
-	f.StringVar(&dockerHost, "docker-host", "unix:///var/run/docker.sock", "Docker API, to name the containers in `endpoint list` (\"\": do not ask)")
+	f.StringVar(&dockerHost, "docker-host", "unix:///var/run/docker.sock", "Docker API, to name the containers in `endpoint list`, `stats` and `metrics` (\"\": do not ask)")
 	return cmd
 }
 
