@@ -31,7 +31,8 @@ func newMetricsCmd(g *globals) *cobra.Command {
 			"reads the pinned tables afresh, so the exporter keeps working while endpoints come and go\n" +
 			"and parents are detached and attached again. xmacvlan_endpoint_info names each endpoint's\n" +
 			"Docker endpoint and container (docker-plugin's state in --docker-state). A scrape that\n" +
-			"cannot read the tables reports only xmacvlan_scrape_errors_total (and xmacvlan_build_info), never a partial set.\n" +
+			"cannot read the tables reports only xmacvlan_scrape_errors_total (and xmacvlan_build_info),\n" +
+			"never a partial set.\n" +
 			"It reads no interface, so it may run in any network namespace.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
