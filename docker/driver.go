@@ -479,9 +479,10 @@ func (d *Driver) settle(networkID, endpointID, name, outer string) {
 	ip6 := d.st.Endpoints[endpointID].IP6
 	d.mu.Unlock()
 	if ip, _, err := net.ParseCIDR(ip6); err == nil {
-		// Docker (libnetwork's configureInterface) sets every address,
-		// without DAD, before it brings the interface up, so the IPv6
-		// one is there once WaitMoved saw the recorded one.
+		// Docker sets both addresses, the IPv6 one without DAD, before
+		// it brings the interface up (libnetwork osl/interface_linux.go:
+		// configureInterface, setInterfaceIPv6, then AddInterface's
+		// LinkSetUp), so it is there, usable, once WaitMoved returned.
 		if err := lifecycle.Announce(ep.Netns, ep.Ifname, ep.MAC, ip); err != nil {
 			d.log.Printf("endpoint %s: announce %s: %v", short(endpointID), ip, err)
 		}
