@@ -17,7 +17,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/xmacvlan/xmacvlan/docker"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
@@ -33,14 +32,13 @@ func PinnedSource(root string) Source {
 	return func() ([]loader.ParentSnapshot, error) { return loader.Snapshots(root, "") }
 }
 
-// Owners names the Docker endpoint and container of endpoints, by outer
-// veth (docker.ReadOwners over docker-plugin's state).
-type Owners func() (map[string]docker.Owner, error)
+// Owner is who an endpoint belongs to: a Docker endpoint ID and its
+// container's name ("" while unknown).
+type Owner struct{ DockerEndpoint, Container string }
 
-// DockerOwners reads docker-plugin's state in dir at every scrape.
-func DockerOwners(dir string) Owners {
-	return func() (map[string]docker.Owner, error) { return docker.ReadOwners(dir) }
-}
+// Owners maps outer veth names to their owners (docker-plugin's state, in
+// `xmacvlan metrics`); read at every scrape.
+type Owners func() (map[string]Owner, error)
 
 // Collector is a prometheus.Collector over the datapath's counters.
 type Collector struct {
@@ -143,7 +141,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // readOwners reads the Docker owners. Without them (no Docker, or its
 // state unreadable: logged) the info metric only lacks the Docker labels;
 // the counters do not depend on them.
-func (c *Collector) readOwners() map[string]docker.Owner {
+func (c *Collector) readOwners() map[string]Owner {
 	if c.owners == nil {
 		return nil
 	}
@@ -157,7 +155,7 @@ func (c *Collector) readOwners() map[string]docker.Owner {
 
 // metrics turns the snapshots into const metrics, all of them or, on an
 // error, none.
-func (c *Collector) metrics(snaps []loader.ParentSnapshot, owners map[string]docker.Owner) ([]prometheus.Metric, error) {
+func (c *Collector) metrics(snaps []loader.ParentSnapshot, owners map[string]Owner) ([]prometheus.Metric, error) {
 	var b builder
 	for _, s := range snaps {
 		names := map[uint16]string{}
@@ -173,7 +171,7 @@ func (c *Collector) metrics(snaps []loader.ParentSnapshot, owners map[string]doc
 			b.add(c.txPackets, prometheus.CounterValue, e.Traffic.TxPackets, l...)
 			b.add(c.txBytes, prometheus.CounterValue, e.Traffic.TxBytes, l...)
 			o := owners[e.Endpoint.Outer]
-			b.add(c.endpointInfo, prometheus.GaugeValue, 1, slices.Concat(l, []string{e.Endpoint.MAC.String(), e.Endpoint.Outer, o.Endpoint, o.Container})...)
+			b.add(c.endpointInfo, prometheus.GaugeValue, 1, slices.Concat(l, []string{e.Endpoint.MAC.String(), e.Endpoint.Outer, o.DockerEndpoint, o.Container})...)
 		}
 		for _, v := range s.VLANs {
 			l := []string{s.Parent, strconv.Itoa(int(v.VLAN)), names[v.VLAN]}

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/xmacvlan/xmacvlan/docker"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
@@ -202,8 +201,8 @@ func TestMetricsEndpointInfo(t *testing.T) {
 	snaps[0].Endpoints[1].Endpoint.Outer = "xmv8"
 	src := func() ([]loader.ParentSnapshot, error) { return snaps, nil }
 	var ownersErr error
-	owners := func() (map[string]docker.Owner, error) {
-		return map[string]docker.Owner{"xmv8": {Endpoint: "e0123", Container: "bbox10"}}, ownersErr
+	owners := func() (map[string]Owner, error) {
+		return map[string]Owner{"xmv8": {DockerEndpoint: "e0123", Container: "bbox10"}}, ownersErr
 	}
 	reg, err := NewRegistry(src, owners, t.Logf)
 	if err != nil {

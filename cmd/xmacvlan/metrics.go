@@ -43,12 +43,25 @@ func newMetricsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "serving metrics of %s on http://%s/metrics\n", g.root, ln.Addr())
-			return serveMetrics(ctx, ln, g.root, metrics.DockerOwners(dockerState), cmd.ErrOrStderr())
+			return serveMetrics(ctx, ln, g.root, dockerMetricsOwners(dockerState), cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", DefaultMetricsListen, "address to serve /metrics on")
 	cmd.Flags().StringVar(&dockerState, "docker-state", docker.DefaultStateDir, "docker-plugin's --state: label xmacvlan_endpoint_info with Docker endpoints and containers")
 	return cmd
+}
+
+// dockerMetricsOwners labels the exporter's endpoints from docker-plugin's
+// state in dir, read at every scrape as `endpoint list` reads it.
+func dockerMetricsOwners(dir string) metrics.Owners {
+	return func() (map[string]metrics.Owner, error) {
+		owners, err := docker.ReadOwners(dir)
+		out := make(map[string]metrics.Owner, len(owners))
+		for outer, o := range owners {
+			out[outer] = metrics.Owner{DockerEndpoint: o.Endpoint, Container: o.Container}
+		}
+		return out, err
+	}
 }
 
 // serveMetrics serves /metrics on ln until ctx ends, then shuts down
