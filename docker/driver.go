@@ -6,8 +6,10 @@
 // Docker asks and the driver answers:
 //   - CreateNetwork: check the -o options, attach the parent if it is not
 //     attached yet, create the xmacvlan network docker-<ID12>.
-//   - CreateEndpoint: take the address from Docker's IPAM, pick a MAC if
-//     Docker has none.
+//   - CreateEndpoint: take the addresses from Docker's IPAM, pick a MAC if
+//     Docker has none. The endpoint's record keeps the one of the xmacvlan
+//     network's subnet; Docker sets a dual-stack network's IPv6 address
+//     itself and the driver announces it too.
 //   - Join: build the endpoint with its inner end in the plugin's namespace
 //     (lifecycle.Spec.Moved) and hand its name to Docker, which moves it
 //     into the container and configures it; the gratuitous ARP follows
@@ -24,6 +26,7 @@ import (
 	"log"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -290,14 +293,22 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	if req.Interface == nil {
 		return nil, fmt.Errorf("no interface in the request: Docker's IPAM gave no address")
 	}
-	if req.Interface.AddressIPv6 != "" {
-		return nil, fmt.Errorf("--ip6 %s: an xmacvlan endpoint has one address and IPv6 networks are not supported", req.Interface.AddressIPv6)
-	}
-	ep := Endpoint{Network: req.NetworkID, IP: req.Interface.Address}
-	if ep.IP != "" {
-		if _, _, err := net.ParseCIDR(ep.IP); err != nil {
-			return nil, fmt.Errorf("address %q: %v", ep.IP, err)
+	ep := Endpoint{Network: req.NetworkID}
+	for _, a := range []string{req.Interface.Address, req.Interface.AddressIPv6} {
+		if a == "" {
+			continue
 		}
+		if _, _, err := net.ParseCIDR(a); err != nil {
+			return nil, fmt.Errorf("address %q: %v", a, err)
+		}
+	}
+	// The record keeps one address, the one of the xmacvlan network's
+	// subnet (parseNetwork): IPv4, or IPv6 on an IPv6-only network. Docker
+	// sets the other itself; settle announces it.
+	if req.Interface.Address != "" {
+		ep.IP, ep.IP6 = req.Interface.Address, req.Interface.AddressIPv6
+	} else {
+		ep.IP = req.Interface.AddressIPv6
 	}
 	resp := &network.CreateEndpointResponse{Interface: &network.EndpointInterface{}}
 	var mac net.HardwareAddr
@@ -429,7 +440,7 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.log.Printf("endpoint %s: %s on %s, %s, built in %s", short(req.EndpointID), built.Outer, n.Name, ep.IP, time.Since(start).Round(time.Millisecond))
+	d.log.Printf("endpoint %s: %s on %s, %s, built in %s", short(req.EndpointID), built.Outer, n.Name, strings.TrimSpace(ep.IP+" "+ep.IP6), time.Since(start).Round(time.Millisecond))
 	d.mu.Lock()
 	ep.Outer, ep.Sandbox = built.Outer, req.SandboxKey
 	d.st.Endpoints[req.EndpointID] = ep
@@ -444,10 +455,13 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 		defer d.async.Done()
 		d.settle(req.NetworkID, req.EndpointID, n.Name, built.Outer)
 	}()
-	return &network.JoinResponse{
-		InterfaceName: network.InterfaceName{SrcName: built.Ifname, DstPrefix: "eth"},
-		Gateway:       n.Gateway,
-	}, nil
+	resp := &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: built.Ifname, DstPrefix: "eth"}, GatewayIPv6: n.Gateway6}
+	if ip := net.ParseIP(n.Gateway); ip.To4() != nil {
+		resp.Gateway = n.Gateway
+	} else if ip != nil { // an IPv6-only network
+		resp.GatewayIPv6 = n.Gateway
+	}
+	return resp, nil
 }
 
 // settle waits for Docker to configure the interface (then the lifecycle
@@ -461,6 +475,18 @@ func (d *Driver) settle(networkID, endpointID, name, outer string) {
 		return
 	}
 	d.log.Printf("endpoint %s: %s configured by Docker %s after Join, announced", short(endpointID), ep.Ifname, time.Since(start).Round(time.Millisecond))
+	d.mu.Lock()
+	ip6 := d.st.Endpoints[endpointID].IP6
+	d.mu.Unlock()
+	if ip, _, err := net.ParseCIDR(ip6); err == nil {
+		// Docker sets both addresses, the IPv6 one without DAD, before
+		// it brings the interface up (libnetwork osl/interface_linux.go:
+		// configureInterface, setInterfaceIPv6, then AddInterface's
+		// LinkSetUp), so it is there, usable, once WaitMoved returned.
+		if err := lifecycle.Announce(ep.Netns, ep.Ifname, ep.MAC, ip); err != nil {
+			d.log.Printf("endpoint %s: announce %s: %v", short(endpointID), ip, err)
+		}
+	}
 	if d.docker == nil {
 		return
 	}

@@ -83,27 +83,53 @@ func parseNetwork(req *network.CreateNetworkRequest) (Network, error) {
 		}
 		n.Delivery = v
 	}
-	if len(req.IPv6Data) > 0 {
-		return n, fmt.Errorf("IPv6 (--ipv6) is not supported: an xmacvlan endpoint has one address")
+	if len(req.IPv4Data) > 1 || len(req.IPv6Data) > 1 {
+		return n, fmt.Errorf("one subnet per address family and network: got %d IPv4 and %d IPv6", len(req.IPv4Data), len(req.IPv6Data))
 	}
-	if len(req.IPv4Data) == 0 || req.IPv4Data[0].Pool == "" {
+	v4, err := ipamSubnet(req.IPv4Data)
+	if err != nil {
+		return n, err
+	}
+	v6, err := ipamSubnet(req.IPv6Data)
+	if err != nil {
+		return n, err
+	}
+	// The xmacvlan network knows one subnet, the IPv4 one (the IPv6 one on
+	// an IPv6-only network); Docker configures the other family itself.
+	switch {
+	case v4 != nil:
+		n.Subnet, n.Gateway = v4.pool, v4.gateway
+		if v6 != nil {
+			n.Subnet6, n.Gateway6 = v6.pool, v6.gateway
+		}
+	case v6 != nil:
+		n.Subnet, n.Gateway = v6.pool, v6.gateway
+	default:
 		return n, fmt.Errorf("a subnet is needed (--subnet)")
 	}
-	if len(req.IPv4Data) > 1 {
-		return n, fmt.Errorf("one subnet per network: got %d", len(req.IPv4Data))
+	return n, nil
+}
+
+type subnet struct{ pool, gateway string }
+
+// ipamSubnet is the subnet of data (one of Docker's IPAM data lists) and
+// its gateway's address; nil if data has none.
+func ipamSubnet(data []*network.IPAMData) (*subnet, error) {
+	if len(data) == 0 || data[0].Pool == "" {
+		return nil, nil
 	}
-	if _, _, err := net.ParseCIDR(req.IPv4Data[0].Pool); err != nil {
-		return n, fmt.Errorf("subnet %q: %v", req.IPv4Data[0].Pool, err)
+	if _, _, err := net.ParseCIDR(data[0].Pool); err != nil {
+		return nil, fmt.Errorf("subnet %q: %v", data[0].Pool, err)
 	}
-	n.Subnet = req.IPv4Data[0].Pool
-	if gw := req.IPv4Data[0].Gateway; gw != "" {
+	s := &subnet{pool: data[0].Pool}
+	if gw := data[0].Gateway; gw != "" {
 		ip, _, err := net.ParseCIDR(gw)
 		if err != nil {
-			return n, fmt.Errorf("gateway %q: %v", gw, err)
+			return nil, fmt.Errorf("gateway %q: %v", gw, err)
 		}
-		n.Gateway = ip.String()
+		s.gateway = ip.String()
 	}
-	return n, nil
+	return s, nil
 }
 
 // networkName is the xmacvlan network made for Docker network id.

@@ -35,6 +35,22 @@ func TestParseNetwork(t *testing.T) {
 	}
 }
 
+// Dual stack: the xmacvlan network gets the IPv4 subnet, the driver keeps
+// the IPv6 one for Docker; an IPv6-only network gets the IPv6 subnet.
+func TestParseNetworkIPv6(t *testing.T) {
+	req := createRequest(map[string]any{"parent": "lo"})
+	req.IPv6Data = []*network.IPAMData{{Pool: "fd00:10::/64", Gateway: "fd00:10::1/64"}}
+	n, err := parseNetwork(req)
+	if err != nil || n.Subnet != "172.16.10.0/24" || n.Gateway != "172.16.10.1" || n.Subnet6 != "fd00:10::/64" || n.Gateway6 != "fd00:10::1" {
+		t.Errorf("dual stack: %+v %v", n, err)
+	}
+	req.IPv4Data = nil
+	n, err = parseNetwork(req)
+	if err != nil || n.Subnet != "fd00:10::/64" || n.Gateway != "fd00:10::1" || n.Subnet6 != "" {
+		t.Errorf("IPv6 only: %+v %v", n, err)
+	}
+}
+
 func TestParseNetworkRefuses(t *testing.T) {
 	for _, c := range []struct {
 		req  *network.CreateNetworkRequest
@@ -49,9 +65,8 @@ func TestParseNetworkRefuses(t *testing.T) {
 		{createRequest(map[string]any{"parent": "lo", "delivery": "af_xdp"}), "-o delivery=af_xdp: want skb or xdp"},
 		{createRequest(map[string]any{"parent": "lo", "b": "1", "a": "2"}), "unknown option a, b"},
 		{createRequest(map[string]any{"parent": "lo"}, []*network.IPAMData{}...), "a subnet is needed"},
-		{createRequest(map[string]any{"parent": "lo"}, &network.IPAMData{Pool: "10.0.0.0/24"}, &network.IPAMData{Pool: "10.1.0.0/24"}), "one subnet per network"},
-		{&network.CreateNetworkRequest{NetworkID: "x", Options: map[string]any{genericOptions: map[string]any{"parent": "lo"}},
-			IPv4Data: []*network.IPAMData{{Pool: "10.0.0.0/24"}}, IPv6Data: []*network.IPAMData{{Pool: "fd00::/64"}}}, "IPv6 (--ipv6) is not supported"},
+		{createRequest(map[string]any{"parent": "lo"}, &network.IPAMData{Pool: "10.0.0.0/24"}, &network.IPAMData{Pool: "10.1.0.0/24"}), "one subnet per address family and network: got 2 IPv4"},
+		{createRequest(map[string]any{"parent": "lo"}, &network.IPAMData{Pool: "10.0.0/24"}), `subnet "10.0.0/24"`},
 	} {
 		_, err := parseNetwork(c.req)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -28,8 +28,12 @@ type Network struct {
 	Mode     string `json:"mode"`
 	Hairpin  bool   `json:"hairpin"`
 	Delivery string `json:"delivery"`
-	Subnet   string `json:"subnet"`            // 172.16.10.0/24
+	Subnet   string `json:"subnet"`            // 172.16.10.0/24; fd00:10::/64 on an IPv6-only network
 	Gateway  string `json:"gateway,omitempty"` // 172.16.10.1
+	// The IPv6 subnet of a dual-stack network (--ipv6): Docker configures
+	// its addresses, the xmacvlan network knows only Subnet.
+	Subnet6  string `json:"subnet6,omitempty"`  // fd00:10::/64
+	Gateway6 string `json:"gateway6,omitempty"` // fd00:10::1
 }
 
 // Endpoint is a Docker endpoint: its address from Docker's IPAM and,
@@ -37,7 +41,8 @@ type Network struct {
 type Endpoint struct {
 	Network   string `json:"network"` // Docker network ID
 	MAC       string `json:"mac"`
-	IP        string `json:"ip,omitempty"`        // 172.16.10.10/24
+	IP        string `json:"ip,omitempty"`        // 172.16.10.10/24: the xmacvlan endpoint's address
+	IP6       string `json:"ip6,omitempty"`       // fd00:10::10/64 of a dual-stack network: Docker's to set, announced once set
 	Outer     string `json:"outer,omitempty"`     // set while joined
 	Sandbox   string `json:"sandbox,omitempty"`   // the container's netns path
 	Container string `json:"container,omitempty"` // the container's name, from the Docker API
@@ -110,6 +115,18 @@ func (o Owner) String() string {
 		s = "container " + o.Container + " (" + s + ")"
 	}
 	return s
+}
+
+// ReadOwners maps the outer veth of every joined Docker endpoint to its
+// owner, from the state file in dir (docker-plugin's --state): how
+// `endpoint list`, `stats` and the exporter name a Docker endpoint's
+// container. No state file is no owner.
+func ReadOwners(dir string) (map[string]Owner, error) {
+	st, err := LoadState(dir)
+	if err != nil {
+		return nil, err
+	}
+	return st.Owners(), nil
 }
 
 // Owners maps the outer veth of every joined Docker endpoint to its owner.

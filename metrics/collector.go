@@ -11,6 +11,7 @@ package metrics
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -31,15 +32,26 @@ func PinnedSource(root string) Source {
 	return func() ([]loader.ParentSnapshot, error) { return loader.Snapshots(root, "") }
 }
 
+// Owner is who an endpoint belongs to: a Docker endpoint ID and its
+// container's name ("" while unknown).
+type Owner struct{ DockerEndpoint, Container string }
+
+// Owners maps outer veth names to their owners (docker-plugin's state, in
+// `xmacvlan metrics`); read at every scrape.
+type Owners func() (map[string]Owner, error)
+
 // Collector is a prometheus.Collector over the datapath's counters.
 type Collector struct {
 	source Source
+	owners Owners // nil: no Docker labels
 	logf   func(format string, args ...any)
 
 	scrapeErrors prometheus.Counter
 
 	// Per endpoint: {parent, vlan, network, endpoint}.
 	rxPackets, rxBytes, txPackets, txBytes *prometheus.Desc
+	// Per endpoint, 1: those and {mac, outer, docker_endpoint, container}.
+	endpointInfo *prometheus.Desc
 	// Per VLAN: {parent, vlan, network}.
 	vlanRxPackets, vlanRxBytes, vlanTxPackets, vlanTxBytes *prometheus.Desc
 	networkEndpoints                                       *prometheus.Desc
@@ -52,7 +64,9 @@ var _ prometheus.Collector = (*Collector)(nil)
 
 // NewCollector returns a collector over source. logf, if not nil, hears
 // about every failed scrape (Prometheus only sees the error counter).
-func NewCollector(source Source, logf func(format string, args ...any)) *Collector {
+// owners, if not nil, labels xmacvlan_endpoint_info with each Docker
+// endpoint's ID and container.
+func NewCollector(source Source, owners Owners, logf func(format string, args ...any)) *Collector {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
@@ -63,6 +77,7 @@ func NewCollector(source Source, logf func(format string, args ...any)) *Collect
 	}
 	return &Collector{
 		source: source,
+		owners: owners,
 		logf:   logf,
 		scrapeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace,
@@ -73,6 +88,8 @@ func NewCollector(source Source, logf func(format string, args ...any)) *Collect
 		rxBytes:   desc("rx_bytes_total", "Bytes delivered to the endpoint, without any VLAN tag.", endpoint...),
 		txPackets: desc("tx_packets_total", "Frames the endpoint sent that the datapath accepted.", endpoint...),
 		txBytes:   desc("tx_bytes_total", "Bytes the endpoint sent that the datapath accepted, before tagging.", endpoint...),
+		endpointInfo: desc("endpoint_info", "Each endpoint, always 1: its MAC, outer veth and, for a Docker endpoint, Docker's endpoint ID and container name. Join on parent, vlan, network, endpoint.",
+			append(endpoint, "mac", "outer", "docker_endpoint", "container")...),
 
 		vlanRxPackets: desc("vlan_rx_packets_total", "Frames into the VLAN's endpoints; a flooded frame counts once.", vlan...),
 		vlanRxBytes:   desc("vlan_rx_bytes_total", "Bytes into the VLAN's endpoints; a flooded frame counts once.", vlan...),
@@ -91,7 +108,7 @@ func NewCollector(source Source, logf func(format string, args ...any)) *Collect
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.rxPackets, c.rxBytes, c.txPackets, c.txBytes,
+		c.rxPackets, c.rxBytes, c.txPackets, c.txBytes, c.endpointInfo,
 		c.vlanRxPackets, c.vlanRxBytes, c.vlanTxPackets, c.vlanTxBytes, c.networkEndpoints,
 		c.dropPackets, c.dropBytes, c.eventPackets, c.eventBytes,
 	} {
@@ -109,7 +126,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	snaps, err := c.source()
 	var out []prometheus.Metric
 	if err == nil {
-		out, err = c.metrics(snaps)
+		out, err = c.metrics(snaps, c.readOwners())
 	}
 	if err != nil {
 		c.scrapeErrors.Inc()
@@ -121,9 +138,24 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// readOwners reads the Docker owners. Without them (no Docker, or its
+// state unreadable: logged) the info metric only lacks the Docker labels;
+// the counters do not depend on them.
+func (c *Collector) readOwners() map[string]Owner {
+	if c.owners == nil {
+		return nil
+	}
+	owners, err := c.owners()
+	if err != nil {
+		c.logf("docker owners: %v", err)
+		return nil
+	}
+	return owners
+}
+
 // metrics turns the snapshots into const metrics, all of them or, on an
 // error, none.
-func (c *Collector) metrics(snaps []loader.ParentSnapshot) ([]prometheus.Metric, error) {
+func (c *Collector) metrics(snaps []loader.ParentSnapshot, owners map[string]Owner) ([]prometheus.Metric, error) {
 	var b builder
 	for _, s := range snaps {
 		names := map[uint16]string{}
@@ -138,6 +170,8 @@ func (c *Collector) metrics(snaps []loader.ParentSnapshot) ([]prometheus.Metric,
 			b.add(c.rxBytes, prometheus.CounterValue, e.Traffic.RxBytes, l...)
 			b.add(c.txPackets, prometheus.CounterValue, e.Traffic.TxPackets, l...)
 			b.add(c.txBytes, prometheus.CounterValue, e.Traffic.TxBytes, l...)
+			o := owners[e.Endpoint.Outer]
+			b.add(c.endpointInfo, prometheus.GaugeValue, 1, slices.Concat(l, []string{e.Endpoint.MAC.String(), e.Endpoint.Outer, o.DockerEndpoint, o.Container})...)
 		}
 		for _, v := range s.VLANs {
 			l := []string{s.Parent, strconv.Itoa(int(v.VLAN)), names[v.VLAN]}

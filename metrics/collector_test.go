@@ -86,7 +86,7 @@ func parse(t *testing.T, body []byte) map[string]*dto.MetricFamily {
 
 func newHandler(t *testing.T, src Source) http.Handler {
 	t.Helper()
-	reg, err := NewRegistry(src, t.Logf)
+	reg, err := NewRegistry(src, nil, t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,6 +141,7 @@ func TestMetricsFromSnapshot(t *testing.T) {
 	want := []string{
 		"xmacvlan_build_info",
 		"xmacvlan_drop_bytes_total", "xmacvlan_drops_total",
+		"xmacvlan_endpoint_info",
 		"xmacvlan_event_bytes_total", "xmacvlan_events_total",
 		"xmacvlan_network_endpoints",
 		"xmacvlan_rx_bytes_total", "xmacvlan_rx_packets_total",
@@ -189,6 +190,54 @@ func TestMetricsFromSnapshot(t *testing.T) {
 	}
 	if got := value(t, fams, "xmacvlan_build_info", nil); got != 1 {
 		t.Errorf("build_info %v, want 1", got)
+	}
+}
+
+// xmacvlan_endpoint_info: one per endpoint, with the Docker labels of the
+// endpoints the owners name; owners that cannot be read leave the labels
+// empty and fail nothing.
+func TestMetricsEndpointInfo(t *testing.T) {
+	snaps := fixture()
+	snaps[0].Endpoints[1].Endpoint.Outer = "xmv8"
+	src := func() ([]loader.ParentSnapshot, error) { return snaps, nil }
+	var ownersErr error
+	owners := func() (map[string]Owner, error) {
+		return map[string]Owner{"xmv8": {DockerEndpoint: "e0123", Container: "bbox10"}}, ownersErr
+	}
+	reg, err := NewRegistry(src, owners, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fams := parse(t, scrape(t, Handler(reg, t.Logf)))
+	if n := len(fams["xmacvlan_endpoint_info"].GetMetric()); n != 3 {
+		t.Errorf("%d endpoint_info samples for 3 endpoints", n)
+	}
+	db := map[string]string{"parent": "ens33", "vlan": "10", "network": "v10", "endpoint": "db/eth0",
+		"mac": "02:00:00:00:10:01", "outer": "xmv8", "docker_endpoint": "e0123", "container": "bbox10"}
+	if got := value(t, fams, "xmacvlan_endpoint_info", db); got != 1 {
+		t.Errorf("endpoint_info%v = %v, want 1", db, got)
+	}
+	// An empty label is no label in the exposition.
+	containers := func(fams map[string]*dto.MetricFamily) int {
+		n := 0
+		for _, m := range fams["xmacvlan_endpoint_info"].GetMetric() {
+			if hasLabels(m, map[string]string{"container": "bbox10"}) {
+				n++
+			}
+		}
+		return n
+	}
+	if n := containers(fams); n != 1 {
+		t.Errorf("%d endpoint_info samples name container bbox10, want 1", n)
+	}
+
+	ownersErr = fmt.Errorf("state file unreadable")
+	fams = parse(t, scrape(t, Handler(reg, t.Logf)))
+	if n := len(fams["xmacvlan_endpoint_info"].GetMetric()); n != 3 || containers(fams) != 0 {
+		t.Errorf("owners unreadable: %d endpoint_info samples (want 3), %d naming bbox10 (want 0)", n, containers(fams))
+	}
+	if got := value(t, fams, "xmacvlan_scrape_errors_total", nil); got != 0 {
+		t.Errorf("owners unreadable: scrape errors %v, want 0 (the counters are whole)", got)
 	}
 }
 
@@ -258,7 +307,7 @@ func BenchmarkScrapeEncode1000Endpoints(b *testing.B) {
 		e.Endpoint.Ifindex, e.Endpoint.ID, e.Endpoint.Netns = 100+i, i, fmt.Sprintf("bench-%04d", i)
 		snaps[0].Endpoints = append(snaps[0].Endpoints, e)
 	}
-	reg, err := NewRegistry(func() ([]loader.ParentSnapshot, error) { return snaps, nil }, nil)
+	reg, err := NewRegistry(func() ([]loader.ParentSnapshot, error) { return snaps, nil }, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,11 +10,11 @@ import (
 )
 
 // NewRegistry returns a private registry (nothing of the process-wide
-// default one leaks in) holding the collector over source and
-// xmacvlan_build_info.
-func NewRegistry(source Source, logf func(format string, args ...any)) (*prometheus.Registry, error) {
+// default one leaks in) holding the collector over source and owners
+// (nil: none) and xmacvlan_build_info.
+func NewRegistry(source Source, owners Owners, logf func(format string, args ...any)) (*prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
-	if err := reg.Register(NewCollector(source, logf)); err != nil {
+	if err := reg.Register(NewCollector(source, owners, logf)); err != nil {
 		return nil, err
 	}
 	if err := reg.Register(buildInfo()); err != nil {

@@ -2,8 +2,11 @@ package test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -42,6 +45,7 @@ func TestDockerTutorial(t *testing.T) {
 	if mac := d.mustDocker("inspect", "-f", "{{.NetworkSettings.Networks.mac_net10.MacAddress}}", "bbox11"); mac != "02:42:ac:10:0a:0b" {
 		t.Errorf("--mac-address 02:42:ac:10:0a:0b: the container has %s", mac)
 	}
+	namedInStatsAndMetrics(t, d)
 	bbox10MAC := mustMAC(d.mustDocker("inspect", "-f", "{{.NetworkSettings.Networks.mac_net10.MacAddress}}", "bbox10"))
 	bbox20MAC := mustMAC(d.mustDocker("inspect", "-f", "{{.NetworkSettings.Networks.mac_net20.MacAddress}}", "bbox20"))
 
@@ -152,6 +156,75 @@ func TestDockerTwoHosts(t *testing.T) {
 	}
 }
 
+// namedInStatsAndMetrics checks that `xmacvlan stats -o json` and a
+// scrape of `xmacvlan metrics` (xmacvlan_endpoint_info) name every Docker
+// endpoint's container and Docker endpoint ID.
+func namedInStatsAndMetrics(t *testing.T, d *dockerEnv) {
+	t.Helper()
+	want := d.dockerEndpoints()
+	if len(want) == 0 {
+		t.Fatal("no Docker endpoint to look for")
+	}
+	out, err := d.cli("stats", "-o", "json", "--docker-state", d.stateDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stats struct {
+		Parents []struct {
+			Endpoints []struct {
+				DockerEndpoint string `json:"docker_endpoint"`
+				Container      string
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &stats); err != nil {
+		t.Fatalf("stats -o json: %v\n%s", err, out)
+	}
+	for _, w := range want {
+		found := false
+		for _, p := range stats.Parents {
+			for _, e := range p.Endpoints {
+				found = found || (e.DockerEndpoint == w.EndpointID && e.Container == w.Container)
+			}
+		}
+		if !found {
+			t.Errorf("stats -o json does not name container %s (docker endpoint %.12s):\n%s", w.Container, w.EndpointID, out)
+		}
+	}
+
+	cmd, stdout := startCLI(t, "--bpffs", d.h.root, "metrics", "--listen", "127.0.0.1:0", "--docker-state", d.stateDir())
+	defer interrupt(t, cmd)
+	line, err := stdout.ReadString('\n')
+	i := strings.Index(line, "http://")
+	if err != nil || i < 0 {
+		t.Fatalf("metrics printed %q (%v), want its URL", line, err)
+	}
+	resp, err := http.Get(strings.TrimSpace(line[i:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: %s %v", resp.Status, err)
+	}
+	info := parseExposition(t, body)["xmacvlan_endpoint_info"]
+	for _, w := range want {
+		found := false
+		for _, m := range info.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			found = found || (labels["docker_endpoint"] == w.EndpointID && labels["container"] == w.Container && m.GetGauge().GetValue() == 1)
+		}
+		if !found {
+			t.Errorf("no xmacvlan_endpoint_info for container %s (docker endpoint %.12s):\n%s", w.Container, w.EndpointID, body)
+		}
+	}
+	testutil.Promtool(t, body)
+}
+
 // isGratuitousARP says whether f is an ARP for ip from ip, tagged vid.
 func isGratuitousARP(f []byte, vid uint16, ip net.IP) bool {
 	if len(f) < 46 || f[12] != 0x81 || f[13] != 0 || uint16(f[14]&0x0f)<<8|uint16(f[15]) != vid || f[16] != 0x08 || f[17] != 0x06 {
@@ -159,6 +232,72 @@ func isGratuitousARP(f []byte, vid uint16, ip net.IP) bool {
 	}
 	arp := f[18:]
 	return bytes.Equal(arp[14:18], ip.To4()) && bytes.Equal(arp[24:28], ip.To4())
+}
+
+// A dual-stack network: the endpoint's record keeps the IPv4 address,
+// Docker sets the --ip6 address too and the driver announces it (an
+// unsolicited NA, tagged, on the wire); a peer across the wire reaches the
+// container over IPv6 and `endpoint check` takes Docker's extra address
+// for no difference.
+func TestDockerIPv6(t *testing.T) {
+	l := newLab(t)
+	a := l.host()
+	d := newDocker(t, a)
+	// A second xmacvlan host answers on VLAN 10, across the switch.
+	b := l.host()
+	b.attach("")
+	b.network("v10", 10, tables.Bridge)
+	peer := b.container("v10", "", "fd00:10::100/64", false)
+	addr(t, peer.ns, "eth0", "172.16.10.100/24")
+	wire := startCapture(t, l.sw, "br0")
+
+	d.mustDocker("network", "create", "-d", d.driver, "--ipv6", "--subnet", "172.16.10.0/24", "--gateway", "172.16.10.1",
+		"--subnet", "fd00:10::/64", "--gateway", "fd00:10::1", "-o", "parent=ens33", "-o", "vlan=10", "mac_net10")
+	d.mustDocker("run", "-d", "--name", "bbox10", "--network", "mac_net10", "--ip", "172.16.10.10", "--ip6", "fd00:10::10", "busybox", "sleep", "1d")
+	d.agree("docker run --ip6") // endpoint check included
+	if ip6 := d.mustDocker("inspect", "-f", "{{.NetworkSettings.Networks.mac_net10.GlobalIPv6Address}}", "bbox10"); ip6 != "fd00:10::10" {
+		t.Errorf("--ip6 fd00:10::10: Docker gave %q", ip6)
+	}
+	mac := mustMAC(d.mustDocker("inspect", "-f", "{{.NetworkSettings.Networks.mac_net10.MacAddress}}", "bbox10"))
+
+	// Before any traffic: the gratuitous ARP and the unsolicited NA.
+	err := eventually(5*time.Second, func() error {
+		var arp, na bool
+		for _, f := range wire.from(mac) {
+			arp = arp || isGratuitousARP(f, 10, net.ParseIP("172.16.10.10"))
+			na = na || isUnsolicitedNA(f, 10, net.ParseIP("fd00:10::10"))
+		}
+		if !arp || !na {
+			return fmt.Errorf("from %s on VLAN 10: gratuitous ARP %v, unsolicited NA for fd00:10::10 %v", mac, arp, na)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	if err := pingFrom(peer.ns.Path(), "fd00:10::10"); err != nil {
+		t.Errorf("peer across the wire -> container over IPv6: %v", err)
+	}
+	if err := pingFrom(d.netns("bbox10"), "fd00:10::100"); err != nil {
+		t.Errorf("container -> peer over IPv6: %v", err)
+	}
+	if err := pingFrom(d.netns("bbox10"), "172.16.10.100"); err != nil {
+		t.Errorf("container -> peer over IPv4: %v", err)
+	}
+	d.mustDocker("rm", "-f", "bbox10")
+	d.mustDocker("network", "rm", "mac_net10")
+	d.agree("docker network rm")
+}
+
+// isUnsolicitedNA says whether f is a neighbour advertisement for ip to
+// all nodes (ff02::1), neither solicited nor a reply, tagged vid.
+func isUnsolicitedNA(f []byte, vid uint16, ip net.IP) bool {
+	const icmp = 18 + 40 // Ethernet, 802.1Q, IPv6 header
+	if len(f) < icmp+24 || f[12] != 0x81 || f[13] != 0 || uint16(f[14]&0x0f)<<8|uint16(f[15]) != vid || f[16] != 0x86 || f[17] != 0xdd {
+		return false
+	}
+	return bytes.Equal(f[:6], []byte{0x33, 0x33, 0, 0, 0, 1}) && f[18+6] == 58 && f[icmp] == 136 &&
+		f[icmp+4]&0x40 == 0 && bytes.Equal(f[icmp+8:icmp+24], ip.To16())
 }
 
 // Host <-> container with -o hairpin=on, which Docker's own macvlan on the
@@ -335,7 +474,6 @@ func TestDockerBadOptions(t *testing.T) {
 		{[]string{"-o", "parent=ens33", "-o", "delivery=tcp"}, "-o delivery=tcp: want skb or xdp"},
 		{[]string{"-o", "parent=ens33", "-o", "colour=blue"}, "unknown option colour"},
 		{[]string{"-o", "vlan=10"}, "-o parent=NIC is required"},
-		{[]string{"-o", "parent=ens33", "--ipv6", "--subnet", "fd00:9::/64"}, "IPv6 (--ipv6) is not supported"},
 	} {
 		name := fmt.Sprintf("bad%d", i)
 		args := append([]string{"network", "create", "-d", d.driver, "--subnet", fmt.Sprintf("10.9.%d.0/24", i)}, c.args...)

@@ -30,7 +30,7 @@ type promView map[string]float64
 // `xmacvlan metrics` does.
 func exporter(t testing.TB, root string) http.Handler {
 	t.Helper()
-	reg, err := metrics.NewRegistry(metrics.PinnedSource(root), t.Logf)
+	reg, err := metrics.NewRegistry(metrics.PinnedSource(root), nil, t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,17 +50,16 @@ func newDockerPluginCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&socket, "socket", docker.DefaultSocket, "unix socket Docker finds the plugin on (its base name is the driver's name)")
 	f.StringVar(&stateDir, "state", docker.DefaultStateDir, "directory of the driver's state file (Docker network IDs -> xmacvlan networks)")
-	f.StringVar(&dockerHost, "docker-host", "unix:///var/run/docker.sock", "Docker API, to name the containers in `endpoint list` (\"\": do not ask)")
+	f.StringVar(&dockerHost, "docker-host", "unix:///var/run/docker.sock", "Docker API, to name the containers in `endpoint list`, `stats` and `metrics` (\"\": do not ask)")
 	return cmd
 }
 
 // dockerOwners maps the outer veth of each Docker endpoint to its
 // container, from the driver's state in dir (none without a state file).
 func dockerOwners(dir string) map[string]docker.Owner {
-	st, err := docker.LoadState(dir)
+	owners, err := docker.ReadOwners(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "xmacvlan: docker state:", err)
-		return nil
 	}
-	return st.Owners()
+	return owners
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/xmacvlan/xmacvlan/docker"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
@@ -73,6 +74,9 @@ type endpointStatsJSON struct {
 	MAC     string `json:"mac"`
 	Ifindex int    `json:"outer_ifindex"`
 	ID      int    `json:"id"`
+	// A Docker endpoint's ID and container (docker-plugin's state).
+	DockerEndpoint string `json:"docker_endpoint,omitempty"`
+	Container      string `json:"container,omitempty"`
 	trafficJSON
 	// --watch: absent on the first sample and after a counter reset.
 	Rate *trafficRateJSON `json:"rate,omitempty"`
@@ -108,6 +112,7 @@ const minWatchInterval = 100 * time.Millisecond
 
 func newStatsCmd(g *globals) *cobra.Command {
 	var interval time.Duration
+	var dockerState string
 	cmd := &cobra.Command{
 		Use:   "stats [PARENT] [--watch [INTERVAL]]",
 		Short: "Show traffic per endpoint and VLAN, drops by reason and datapath events",
@@ -116,7 +121,8 @@ func newStatsCmd(g *globals) *cobra.Command {
 			"explained, and events (floods, hairpin, local switching, XDP redirects, host pass).\n" +
 			"--watch redraws live rates (packets and bits per second) every INTERVAL (default 1s) in\n" +
 			"place like top on a terminal; otherwise it appends one line per row and interval\n" +
-			"(with -o json one object per line). Ctrl-C stops it.",
+			"(with -o json one object per line). Ctrl-C stops it. A Docker endpoint shows its container\n" +
+			"and Docker endpoint ID (docker-plugin's state in --docker-state).",
 		Example: "  xmacvlan stats\n  xmacvlan stats ens33 -o json\n  xmacvlan stats --watch\n  xmacvlan stats ens33 --watch 2s",
 		Args:    cobra.MaximumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -130,13 +136,14 @@ func newStatsCmd(g *globals) *cobra.Command {
 				only = args[0]
 			}
 			read := func() ([]loader.ParentSnapshot, error) { return loader.Snapshots(g.root, only) }
+			owners := func() map[string]docker.Owner { return dockerOwners(dockerState) }
 			w := cmd.OutOrStdout()
 			if !watching {
 				snaps, err := read()
 				if err != nil {
 					return err
 				}
-				s := buildStats(time.Now(), snaps, nil)
+				s := buildStats(time.Now(), snaps, owners(), nil)
 				if g.output == "json" {
 					return writeJSON(w, s)
 				}
@@ -160,9 +167,10 @@ func newStatsCmd(g *globals) *cobra.Command {
 			case isTerminal(w):
 				mode = watchTerminal
 			}
-			return watchStats(ctx, w, mode, interval, read, time.Now, ticker.C)
+			return watchStats(ctx, w, mode, interval, read, owners, time.Now, ticker.C)
 		},
 	}
+	cmd.Flags().StringVar(&dockerState, "docker-state", docker.DefaultStateDir, "docker-plugin's --state: name the containers of Docker endpoints")
 	cmd.Flags().DurationVar(&interval, "watch", time.Second, "redraw live rates every INTERVAL (--watch, --watch 2s, --watch=500ms)")
 	// --watch alone means every second. pflag then leaves a following
 	// value to the arguments; intervalArg picks it up there.
@@ -208,9 +216,10 @@ func isTerminal(w io.Writer) bool {
 	return err == nil
 }
 
-// buildStats turns snapshots into the output schema; with prev (the
-// previous sample of a watch) it adds the rates since then.
-func buildStats(now time.Time, snaps []loader.ParentSnapshot, prev *statsJSON) statsJSON {
+// buildStats turns snapshots into the output schema, naming Docker
+// endpoints by owners (by outer veth; nil: none); with prev (the previous
+// sample of a watch) it adds the rates since then.
+func buildStats(now time.Time, snaps []loader.ParentSnapshot, owners map[string]docker.Owner, prev *statsJSON) statsJSON {
 	s := statsJSON{Time: now, Parents: []parentStatsJSON{}}
 	var secs float64
 	var before previous
@@ -232,6 +241,9 @@ func buildStats(now time.Time, snaps []loader.ParentSnapshot, prev *statsJSON) s
 			ep := e.Endpoint
 			row := endpointStatsJSON{Network: netName(nets, ep.VLAN), VLAN: ep.VLAN, Netns: ep.Netns, Ifname: ep.Ifname,
 				MAC: ep.MAC.String(), Ifindex: ep.Ifindex, ID: ep.ID, trafficJSON: trafficOf(e.Traffic)}
+			if o, ok := owners[ep.Outer]; ok && ep.Outer != "" {
+				row.DockerEndpoint, row.Container = o.Endpoint, o.Container
+			}
 			if old, ok := before.traffic[endpointKey(p.Parent, row)]; ok {
 				row.Rate = trafficRate(old, row.trafficJSON, secs)
 			}
@@ -350,7 +362,11 @@ func writeStatsText(w io.Writer, s statsJSON) error {
 			fmt.Fprintln(tw, "  NETWORK\tVLAN\tNAMESPACE\tIFNAME\tMAC\tRX PKTS\tRX BYTES\tTX PKTS\tTX BYTES")
 		}
 		for _, e := range p.Endpoints {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", dashIfEmpty(e.Network), vlanName(e.VLAN), dashIfEmpty(e.Netns),
+			netns := dashIfEmpty(e.Netns)
+			if e.DockerEndpoint != "" {
+				netns = docker.Owner{Endpoint: e.DockerEndpoint, Container: e.Container}.String()
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", dashIfEmpty(e.Network), vlanName(e.VLAN), netns,
 				dashIfEmpty(e.Ifname), e.MAC, trafficColumns(e.trafficJSON, e.Rate, rates))
 		}
 		if len(p.Endpoints) == 0 {
@@ -464,7 +480,7 @@ const (
 // work; later failures (a parent detached for a while) are shown and the
 // watch goes on, reading the parent again when it is back.
 func watchStats(ctx context.Context, w io.Writer, mode watchMode, interval time.Duration,
-	read func() ([]loader.ParentSnapshot, error), now func() time.Time, tick <-chan time.Time) error {
+	read func() ([]loader.ParentSnapshot, error), owners func() map[string]docker.Owner, now func() time.Time, tick <-chan time.Time) error {
 	var prev *statsJSON
 	for first := true; ; first = false {
 		snaps, err := read()
@@ -476,7 +492,11 @@ func watchStats(ctx context.Context, w io.Writer, mode watchMode, interval time.
 		if err != nil {
 			s = statsJSON{Time: t, Parents: []parentStatsJSON{}, Error: err.Error()}
 		} else {
-			s = buildStats(t, snaps, prev)
+			var o map[string]docker.Owner
+			if owners != nil {
+				o = owners()
+			}
+			s = buildStats(t, snaps, o, prev)
 			prev = &s
 		}
 		if err := writeSample(w, mode, interval, s); err != nil {
@@ -546,8 +566,12 @@ func writePlainSample(w io.Writer, s statsJSON) error {
 	out := bufio.NewWriter(w)
 	for _, p := range s.Parents {
 		for _, e := range p.Endpoints {
-			fmt.Fprintf(out, "%s parent=%s endpoint=%s/%s network=%s vlan=%d mac=%s %s\n", ts, p.Parent,
-				e.Netns, e.Ifname, e.Network, e.VLAN, e.MAC, plainRate(e.Rate))
+			container := ""
+			if e.Container != "" {
+				container = " container=" + e.Container
+			}
+			fmt.Fprintf(out, "%s parent=%s endpoint=%s/%s network=%s vlan=%d mac=%s%s %s\n", ts, p.Parent,
+				e.Netns, e.Ifname, e.Network, e.VLAN, e.MAC, container, plainRate(e.Rate))
 		}
 		for _, v := range p.VLANs {
 			fmt.Fprintf(out, "%s parent=%s vlan=%d network=%s %s\n", ts, p.Parent, v.VLAN, v.Network, plainRate(v.Rate))

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xmacvlan/xmacvlan/docker"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
@@ -95,7 +96,7 @@ func golden(t *testing.T, name string, got []byte) {
 // The JSON schema of `stats -o json` is stable.
 func TestStatsJSONGolden(t *testing.T) {
 	var buf bytes.Buffer
-	if err := writeJSON(&buf, fixedWords(t, buildStats(t0, statsFixture(1), nil))); err != nil {
+	if err := writeJSON(&buf, fixedWords(t, buildStats(t0, statsFixture(1), nil, nil))); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "stats.golden.json", buf.Bytes())
@@ -104,11 +105,11 @@ func TestStatsJSONGolden(t *testing.T) {
 // With --watch each sample carries the rates since the previous one; an
 // endpoint new in a reused slot (counters went down) has no rate.
 func TestStatsWatchJSONGolden(t *testing.T) {
-	first := buildStats(t0, statsFixture(1), nil)
+	first := buildStats(t0, statsFixture(1), nil, nil)
 	snaps := statsFixture(3)
 	snaps[0].Endpoints[2].Traffic = tables.Traffic{RxPackets: 1, RxBytes: 60} // reset
 	var buf bytes.Buffer
-	if err := writeJSON(&buf, fixedWords(t, buildStats(t0.Add(2*time.Second), snaps, &first))); err != nil {
+	if err := writeJSON(&buf, fixedWords(t, buildStats(t0.Add(2*time.Second), snaps, nil, &first))); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "stats-watch.golden.json", buf.Bytes())
@@ -128,7 +129,7 @@ func TestStatsWatchJSONGolden(t *testing.T) {
 
 func TestStatsTextGolden(t *testing.T) {
 	var buf bytes.Buffer
-	s := buildStats(t0, statsFixture(1), nil)
+	s := buildStats(t0, statsFixture(1), nil, nil)
 	if err := writeStatsText(&buf, s); err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func runWatch(t *testing.T, mode watchMode, n int, read func(i int) ([]loader.Pa
 		done <- watchStats(ctx, &buf, mode, time.Second, func() ([]loader.ParentSnapshot, error) {
 			i++
 			return read(i)
-		}, now, tick)
+		}, nil, now, tick)
 	}()
 	for range n - 1 {
 		tick <- time.Time{}
@@ -234,7 +235,7 @@ func TestStatsWatchTerminal(t *testing.T) {
 
 func TestStatsWatchFirstReadFails(t *testing.T) {
 	err := watchStats(context.Background(), &bytes.Buffer{}, watchPlain, time.Second,
-		func() ([]loader.ParentSnapshot, error) { return nil, loader.ErrNotAttached }, time.Now, nil)
+		func() ([]loader.ParentSnapshot, error) { return nil, loader.ErrNotAttached }, nil, time.Now, nil)
 	if err == nil {
 		t.Fatal("watch of nothing attached started")
 	}
@@ -296,5 +297,37 @@ func TestStatsCommandNoState(t *testing.T) {
 	err := cmd.Execute()
 	if err == nil || !strings.Contains(err.Error(), "ens33 is not attached") {
 		t.Errorf("watch of a parent not attached: %v", err)
+	}
+}
+
+// A Docker endpoint (by outer veth, in docker-plugin's state) carries its
+// container in -o json and in the table; the others carry no such key.
+func TestStatsDockerOwner(t *testing.T) {
+	snaps := statsFixture(1)
+	snaps[0].Endpoints[1].Endpoint.Outer = "xmv8"
+	s := buildStats(t0, snaps, map[string]docker.Owner{"xmv8": {Endpoint: "0123456789abcdef", Container: "bbox10"}}, nil)
+	var buf bytes.Buffer
+	if err := writeJSON(&buf, s); err != nil {
+		t.Fatal(err)
+	}
+	var raw struct {
+		Parents []struct{ Endpoints []map[string]any }
+	}
+	if err := json.Unmarshal(buf.Bytes(), &raw); err != nil {
+		t.Fatal(err)
+	}
+	eps := raw.Parents[0].Endpoints
+	if eps[1]["container"] != "bbox10" || eps[1]["docker_endpoint"] != "0123456789abcdef" {
+		t.Errorf("Docker endpoint: %v", eps[1])
+	}
+	if _, ok := eps[0]["container"]; ok {
+		t.Errorf("an endpoint of no container has a container key: %v", eps[0])
+	}
+	buf.Reset()
+	if err := writeStatsText(&buf, s); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "container bbox10 (docker endpoint 0123456789ab)") {
+		t.Errorf("the table does not name the container:\n%s", buf.String())
 	}
 }
