@@ -366,9 +366,16 @@ func (t *Tables) Endpoints() ([]Endpoint, error) {
 		raw bpf.XmacvlanEndpoint
 		out []Endpoint
 	)
+	// A walk of a hash map that meets a deleted key starts over from the
+	// first one (htab_map_get_next_key): while endpoints come and go, some
+	// are met twice.
+	seen := map[uint32]bool{}
 	it := t.m.XmvEndpoints.Iterate()
 	for it.Next(&key, &raw) {
-		out = append(out, t.withInfo(endpointFromRaw(raw)))
+		if !seen[key] {
+			seen[key] = true
+			out = append(out, t.withInfo(endpointFromRaw(raw)))
+		}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("list endpoints: %w", err)
