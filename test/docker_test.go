@@ -393,7 +393,7 @@ func TestDockerLifecycle(t *testing.T) {
 
 	// Ten at once: each gets its own endpoint and connectivity.
 	var wg sync.WaitGroup
-	errs := make([]error, 10)
+	errs := make([]error, 20)
 	for i := range errs {
 		wg.Add(1)
 		go func() {
@@ -416,7 +416,7 @@ func TestDockerLifecycle(t *testing.T) {
 			t.Errorf("parallel run p%d: %v", i, err)
 		}
 	}
-	d.agree("10 parallel docker run")
+	d.agree("20 parallel docker run")
 
 	// A reboot: Docker stops the containers and deletes their endpoints,
 	// the pinned state goes (a forced detach here), the driver's state
