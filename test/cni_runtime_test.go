@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
-	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // busyboxTarFile writes the busybox image (busyboxTar) to dir, the input
@@ -80,12 +79,7 @@ func (p *podman) podman(args ...string) (string, error) {
 // from xmacvlan-cni and reaches a peer on VLAN 10 on another host; when
 // the container exits nothing is left.
 func TestCNIPodman(t *testing.T) {
-	l := newLab(t)
-	h := newCNIHost(t, l)
-	peer := l.host()
-	peer.attach("")
-	peer.network("v10", 10, tables.Bridge)
-	far := peer.container("v10", "", "172.16.10.99/24", false)
+	h, far := newCNILab(t)
 	p := newPodman(t, h)
 	if out, err := p.podman("import", "-c", `CMD ["/bin/sh"]`, busyboxTarFile(t, t.TempDir()), "localhost/xmv-busybox:1"); err != nil {
 		t.Fatal(err, out)
@@ -204,12 +198,7 @@ func (c *containerd) crictl(args ...string) (string, error) {
 // StopPodSandbox and RemovePodSandbox (two DELs, the second with an empty
 // CNI_NETNS) leave nothing behind.
 func TestCNIContainerd(t *testing.T) {
-	l := newLab(t)
-	h := newCNIHost(t, l)
-	peer := l.host()
-	peer.attach("")
-	peer.network("v10", 10, tables.Bridge)
-	far := peer.container("v10", "", "172.16.10.99/24", false)
+	h, far := newCNILab(t)
 
 	// The sandbox ("pause") image: busybox sleeping, saved by podman as a
 	// docker archive for `ctr images import`.

@@ -69,6 +69,17 @@ type cniHost struct {
 	path     string // CNI_PATH
 }
 
+// newCNILab is a lab with a CNI host and, on a second xmacvlan host, a
+// peer on VLAN 10 (172.16.10.99) for the CNI host's containers to reach.
+func newCNILab(t testing.TB) (*cniHost, *container) {
+	l := newLab(t)
+	h := newCNIHost(t, l)
+	peer := l.host()
+	peer.attach("")
+	peer.network("v10", 10, tables.Bridge)
+	return h, peer.container("v10", "", "172.16.10.99/24", false)
+}
+
 func newCNIHost(t testing.TB, l *lab) *cniHost {
 	dir := t.TempDir()
 	h := &cniHost{host: l.host(), t: t, confDir: filepath.Join(dir, "net.d"), stateDir: filepath.Join(dir, "state"),
@@ -316,12 +327,7 @@ func (h *cniHost) leftovers() []string {
 // same subnet (unreachable), a container with a second interface on
 // VLAN 30 through a chain with tuning.
 func TestCNIPlugin(t *testing.T) {
-	l := newLab(t)
-	h := newCNIHost(t, l)
-	peer := l.host()
-	peer.attach("")
-	peer.network("v10", 10, tables.Bridge)
-	far := peer.container("v10", "", "172.16.10.99/24", false)
+	h, far := newCNILab(t)
 
 	net10 := h.conflist(testutil.Name("c10"), "1.1.0", h.xmvPlugin(10, "172.16.10.0/24", "172.16.10.2", "172.16.10.50", "172.16.10.1"))
 	net20 := h.conflist(testutil.Name("c20"), "1.1.0", h.xmvPlugin(20, "172.16.10.0/24", "172.16.10.200", "172.16.10.250", ""))
