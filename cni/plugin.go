@@ -307,8 +307,9 @@ func ensureNetwork(root *lifecycle.Root, c *NetConf) (created bool, err error) {
 			case n.Name == c.Name:
 				if n.Parent != c.Parent || int(n.VLAN) != c.VLAN || n.Mode != c.mode || (c.MTU != 0 && n.MTU != c.MTU) {
 					return false, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(
-						"network %s exists as parent %s, %s, %s mode, MTU %s; the config says parent %s, %s, %s mode, MTU %s",
-						n.Name, n.Parent, vlanName(int(n.VLAN)), n.Mode, mtuName(n.MTU), c.Parent, vlanName(c.VLAN), c.mode, mtuName(c.MTU)), "")
+						"network %s exists as parent %s, %s, %s mode, MTU %s; the config says parent %s, %s, %s mode, MTU %s "+
+							"(make the config match, or `xmacvlan network delete %s` once no container uses it)",
+						n.Name, n.Parent, vlanName(int(n.VLAN)), n.Mode, mtuName(n.MTU), c.Parent, vlanName(c.VLAN), c.mode, mtuName(c.MTU), n.Name), "")
 				}
 				return false, nil
 			case n.Parent == c.Parent && int(n.VLAN) == c.VLAN:

@@ -162,7 +162,9 @@ func check(h *loader.Handle, rec tables.Record) []Difference {
 func checkInner(rec tables.Record, diff func(string, any, any)) {
 	tg, err := openTarget(Spec{Netns: rec.Netns, Host: rec.Host})
 	if err != nil {
-		diff("namespace", rec.Netns, err)
+		// A path another mount namespace holds (a runtime's private
+		// /run) cannot be opened from here either.
+		diff("namespace", rec.Netns, fmt.Sprintf("cannot be opened from this mount namespace: %v", err))
 		return
 	}
 	defer tg.close()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 
 	"github.com/xmacvlan/xmacvlan/internal/state"
 	"github.com/xmacvlan/xmacvlan/tables"
@@ -75,6 +76,9 @@ func OpenState(root, parent string) (*Handle, error) {
 func openLocked(r *state.Root, parent string) (*Handle, error) {
 	dir := r.ParentDir(parent)
 	if !exists(filepath.Join(dir, state.PinRxTCLink)) {
+		if _, err := netlink.LinkByName(parent); err != nil {
+			return nil, fmt.Errorf("there is no interface called %s (and it is %w)", parent, ErrNotAttached)
+		}
 		return nil, fmt.Errorf("%s is %w: run `xmacvlan attach %s` first", parent, ErrNotAttached, parent)
 	}
 	if err := checkNetnsOf(r, parent); err != nil {

@@ -91,7 +91,11 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 			if g.output == "json" {
 				return writeJSON(cmd.OutOrStdout(), loader.ParentNetwork{Parent: parent, Network: n})
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "created network %s on %s (%s, %s mode)\n", n.Name, parent, vlanName(n.VLAN), n.Mode)
+			where := "untagged"
+			if n.VLAN != 0 {
+				where = fmt.Sprintf("VLAN %d", n.VLAN)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "created network %s on %s (%s, %s mode)\n", n.Name, parent, where, n.Mode)
 			return nil
 		},
 	}

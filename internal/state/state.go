@@ -83,13 +83,15 @@ type Root struct {
 // returns ErrNoRoot. After LockTimeout it gives up with an error naming
 // the command that holds the lock.
 func Open(dir string, access Access) (*Root, error) {
+	// Checked first, so that a reader where no bpffs is mounted (or
+	// under `ip netns exec`) is told so rather than "nothing attached".
+	if err := checkBPFFS(dir); err != nil {
+		return nil, err
+	}
 	if access == Read {
 		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s: %w", dir, ErrNoRoot)
 		}
-	}
-	if err := checkBPFFS(dir); err != nil {
-		return nil, err
 	}
 	r := &Root{Dir: dir, Access: access}
 	if access != Read {
@@ -181,7 +183,8 @@ func checkBPFFS(root string) error {
 		err := unix.Statfs(dir, &st)
 		if err == nil {
 			if st.Type != unix.BPF_FS_MAGIC {
-				return fmt.Errorf("%s is not on a bpf filesystem; mount one with: mount -t bpf bpf /sys/fs/bpf", root)
+				return fmt.Errorf("%s is not on a bpf filesystem; mount one with: mount -t bpf bpf /sys/fs/bpf "+
+					"(under `ip netns exec`, which mounts a /sys of its own, run xmacvlan with `nsenter --net=/var/run/netns/NAME` instead)", root)
 			}
 			return nil
 		}
