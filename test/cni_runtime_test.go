@@ -10,11 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/xmacvlan/xmacvlan/internal/nsutil"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 )
 
@@ -56,12 +58,37 @@ default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 	os.WriteFile(filepath.Join(dir, "storage.conf"), []byte(storage), 0o644)
 	p := &podman{t: t, h: h, env: []string{"CONTAINERS_CONF=" + filepath.Join(dir, "containers.conf"),
 		"CONTAINERS_STORAGE_CONF=" + filepath.Join(dir, "storage.conf")}}
+	removeRuntimeNetns(t)
 	t.Cleanup(func() {
 		p.podman("rm", "-a", "-f")
 		p.podman("rmi", "-a", "-f")
 		unmountUnder(dir)
 	})
 	return p
+}
+
+// removeRuntimeNetns removes, when t ends, the cni-* namespaces the
+// runtime made in RunDir during t and did not remove itself (a sandbox
+// whose teardown failed), so a failed run leaves no namespace behind.
+// Registered before the runtime's own cleanup, it runs after it.
+func removeRuntimeNetns(t *testing.T) {
+	before := runtimeNetns()
+	t.Cleanup(func() {
+		for _, name := range runtimeNetns() {
+			if !slices.Contains(before, name) {
+				t.Logf("removing namespace %s that the runtime left", name)
+				nsutil.DeleteNamed(name)
+			}
+		}
+	})
+}
+
+func runtimeNetns() []string {
+	names, _ := filepath.Glob(filepath.Join(nsutil.RunDir, "cni-*"))
+	for i, n := range names {
+		names[i] = filepath.Base(n)
+	}
+	return names
 }
 
 // run runs podman in the host's namespace (where the parent is).
@@ -145,6 +172,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 	if err != nil {
 		t.Fatal(err)
 	}
+	removeRuntimeNetns(t)
 	c.cmd = exec.Command("nsenter", "--net="+h.ns.Path(), "containerd", "--config", cfg)
 	c.cmd.Stdout, c.cmd.Stderr = log, log
 	if err := c.cmd.Start(); err != nil {
