@@ -51,3 +51,15 @@ static __always_inline void count_tx(void *map, __u32 key, __u64 bytes)
 		t->tx_bytes += bytes;
 	}
 }
+
+/* A flood copy into an endpoint: rx, and the flood part of rx. */
+static __always_inline void count_flood_copy(__u32 id, __u64 bytes)
+{
+	struct traffic *t = bpf_map_lookup_elem(&xmv_ep_stats, &id);
+	if (t) {
+		t->rx_packets++;
+		t->rx_bytes += bytes;
+		t->flood_packets++;
+		t->flood_bytes += bytes;
+	}
+}

@@ -7,13 +7,23 @@
 #include <bpf/bpf_helpers.h>
 #include "types.h"
 
-/* VID -> network on this parent. */
+/* VID -> network definition on this parent (control plane only; only
+ * defined networks, so `bpftool map dump` lists exactly them). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_NETWORKS);
 	__type(key, __u16);
 	__type(value, struct network);
 } xmv_networks SEC(".maps");
+
+/* VID -> what the datapath reads of its network. An array: the verifier
+ * inlines its lookup, a hash lookup costs 25-30 ns. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_NETWORKS);
+	__type(key, __u32);
+	__type(value, struct vlan);
+} xmv_vlans SEC(".maps");
 
 /* {vlan, mac} -> endpoint: the receive and local-switch lookup. */
 struct {
@@ -48,7 +58,7 @@ struct {
 	__type(value, __u32);
 } xmv_redirect SEC(".maps");
 
-/* {vlan, idx} -> member endpoint, idx < network.members: who gets a flood copy. */
+/* {vlan, idx} -> member endpoint, idx < vlan.members: who gets a flood copy. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_ENDPOINTS);
@@ -71,12 +81,22 @@ struct {
 	__type(value, struct traffic);
 } xmv_ep_stats SEC(".maps");
 
+/* Per VLAN: what no endpoint counts (struct traffic). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MAX_VLAN_ID + 1);
 	__type(key, __u32);
 	__type(value, struct traffic);
 } xmv_vlan_stats SEC(".maps");
+
+/* Per VLAN: its deleted endpoints' counters. Never touched by the
+ * datapath; pinned with the rest so the tables stay the one record. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_VLAN_ID + 1);
+	__type(key, __u32);
+	__type(value, struct retired);
+} xmv_vlan_retired SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

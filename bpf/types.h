@@ -31,17 +31,31 @@ struct prefix {
 	__u8 pad[3];
 };
 
-/* VLAN table value: one network per VID on a parent. The datapath reads
- * mode and members; the rest is the network's definition, kept here so
- * that the pinned table is the only record of it. */
+/* Network table value (xmv_networks, by VID): the network's definition,
+ * kept here so that the pinned table is the only record of it. Control
+ * plane only: the datapath reads struct vlan. */
 struct network {
 	enum net_mode mode;
-	__u32 members; /* endpoints on this VLAN = valid flood slots */
 	__u32 mtu;     /* endpoints' MTU, 0 = the parent's */
 	__u32 flags;   /* reserved */
 	char name[NAME_LEN];
 	struct prefix subnet;
 	__u8 gateway[16]; /* all zero = none */
+};
+
+/* VLAN flags. */
+enum vlan_flags {
+	VLAN_DEFINED = 1 << 0, /* this VID has a network */
+};
+
+/* VLAN table value (xmv_vlans, an array by VID): what the datapath reads
+ * of a network. tables/ writes it together with the network's entry in
+ * xmv_networks. */
+struct vlan {
+	__u32 flags; /* enum vlan_flags */
+	enum net_mode mode;
+	__u32 members;   /* endpoints on this VLAN = valid flood slots */
+	__u32 storm_pps; /* reserved for storm control; 0 = no limit */
 };
 
 /* MAC table key. */
@@ -85,7 +99,7 @@ struct endpoint_info {
 	__u8 gateway[16];      /* default route we installed; all zero = none */
 };
 
-/* Flood list key: member idx (0..network.members-1) of a VLAN -> outer ifindex. */
+/* Flood list key: member idx (0..vlan.members-1) of a VLAN -> outer ifindex. */
 struct flood_key {
 	__u16 vlan;
 	__u16 idx;
@@ -101,13 +115,28 @@ struct settings {
 	__u64 netns_cookie;  /* control plane only: the parent's network namespace (SO_NETNS_COOKIE) */
 };
 
-/* Per-CPU traffic counters, per endpoint (by id) and per VLAN (by VID).
- * rx = towards the endpoint / from the wire, tx = from the endpoint. */
+/* Per-CPU traffic counters, one record per endpoint (by id): rx = towards
+ * the endpoint, tx = from it; flood = the part of rx that were flood copies.
+ * The same record per VLAN (by VID) counts only what no endpoint does:
+ * broadcasts from the wire, once per frame, as rx. Go derives a VLAN's
+ * totals from both (tables/counters.go). */
 struct traffic {
 	__u64 rx_packets;
 	__u64 rx_bytes;
 	__u64 tx_packets;
 	__u64 tx_bytes;
+	__u64 flood_packets;
+	__u64 flood_bytes;
+};
+
+/* Control plane only (xmv_vlan_retired, by VID): the counters of a VLAN's
+ * deleted endpoints, added when lifecycle deletes one, so that VLAN totals
+ * never go down. last_id/last_ifindex name the endpoint added last, so
+ * that finishing a delete a crash interrupted does not add it twice. */
+struct retired {
+	struct traffic traffic;
+	__u32 last_id;
+	__u32 last_ifindex;
 };
 
 /* Why a frame was dropped. Go keeps a human explanation for each value. */

@@ -26,10 +26,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Never loaded: its signature puts the counter enums into BTF, where bpf2go
  * finds them to mirror them in Go (the maps keyed by them are arrays, whose
- * keys BTF must describe as plain integers). */
-__attribute__((noinline)) int xmv_enums_for_go(enum drop_reason r, enum event e)
+ * keys BTF must describe as plain integers; vlan.flags is a plain __u32). */
+__attribute__((noinline)) int xmv_enums_for_go(enum drop_reason r, enum event e, enum vlan_flags v)
 {
-	return r + e;
+	return r + e + v;
 }
 
 /* Reads a VLAN tag the driver moved out of the frame (rx-vlan offload).
@@ -61,11 +61,25 @@ static __always_inline struct settings *get_settings(void)
 	return bpf_map_lookup_elem(&xmv_settings, &zero);
 }
 
+/* The settings of VLAN vid's network; NULL if it has none. VID 4095 is
+ * past the array's end, so it has none either. */
+static __always_inline struct vlan *get_vlan(__u16 vid)
+{
+	__u32 key = vid;
+	struct vlan *v = bpf_map_lookup_elem(&xmv_vlans, &key);
+
+	return v && (v->flags & VLAN_DEFINED) ? v : NULL;
+}
+
 /* The receive decision, the same for the XDP and the TC program (and
- * mirrored by the Go reference model in bpf/model_test.go). */
+ * mirrored by the Go reference model in bpf/model_test.go). A unicast hit
+ * costs one hash lookup: an endpoint implies its network (tables/ adds
+ * endpoints only to a VLAN that has one, and deletes a network only when
+ * it has none). Misses and multicast read the VLAN array. */
 static __always_inline void classify_rx(const struct frame *f, struct decision *d)
 {
 	__u16 vlan = f->vlan;
+	int multicast = is_multicast(f->eth->h_dest);
 
 	__builtin_memset(d, 0, sizeof(*d));
 	d->vlan = vlan;
@@ -74,25 +88,26 @@ static __always_inline void classify_rx(const struct frame *f, struct decision *
 		d->reason = DROP_STACKED_VLAN;
 		return;
 	}
-	if (!bpf_map_lookup_elem(&xmv_networks, &vlan)) {
+	if (!multicast) {
+		struct mac_key key = {.vlan = vlan};
+		__builtin_memcpy(key.mac, f->eth->h_dest, ETH_ALEN);
+		struct endpoint *ep = bpf_map_lookup_elem(&xmv_macs, &key);
+		if (ep) {
+			d->verdict = VERDICT_DELIVER;
+			d->ifindex = ep->ifindex;
+			d->id = ep->id;
+			d->flags = ep->flags;
+			return;
+		}
+	}
+	if (!get_vlan(vlan)) {
 		/* Untagged frames with no untagged network are the host's. */
 		d->verdict = vlan ? VERDICT_DROP : VERDICT_HOST;
 		d->reason = DROP_UNKNOWN_VLAN;
 		return;
 	}
-	if (is_multicast(f->eth->h_dest)) {
+	if (multicast) {
 		d->verdict = VERDICT_FLOOD;
-		return;
-	}
-
-	struct mac_key key = {.vlan = vlan};
-	__builtin_memcpy(key.mac, f->eth->h_dest, ETH_ALEN);
-	struct endpoint *ep = bpf_map_lookup_elem(&xmv_macs, &key);
-	if (ep) {
-		d->verdict = VERDICT_DELIVER;
-		d->ifindex = ep->ifindex;
-		d->id = ep->id;
-		d->flags = ep->flags;
 		return;
 	}
 	/* On the untagged segment an unknown unicast is the host's (or a
@@ -177,7 +192,6 @@ static __always_inline int parent_rx(struct xdp_md *ctx, int tag_from_kfunc)
 		}
 		/* A tag in metadata does not travel with a redirected frame. */
 		count_rx(&xmv_ep_stats, d.id, len);
-		count_rx(&xmv_vlan_stats, d.vlan, len);
 		count_event(EV_XDP_REDIRECT, len);
 		return bpf_redirect_map(&xmv_redirect, d.ifindex, XDP_DROP);
 	}
@@ -230,7 +244,7 @@ static long flood_one(__u32 idx, void *data)
 		return 0;
 	/* Egress of the outer veth = ingress of the container's end. */
 	if (bpf_clone_redirect(c->skb, m->ifindex, 0) == 0) {
-		count_rx(&xmv_ep_stats, m->id, c->len);
+		count_flood_copy(m->id, c->len);
 		c->copies++;
 	}
 	return 0;
@@ -281,7 +295,6 @@ static __always_inline int deliver_skb(struct __sk_buff *skb, const struct decis
 	if (skb_strip_tag(skb))
 		return TC_ACT_SHOT;
 	count_rx(&xmv_ep_stats, d->id, skb->len);
-	count_rx(&xmv_vlan_stats, d->vlan, skb->len);
 	return to_endpoint(d->ifindex, d->flags);
 }
 
@@ -323,7 +336,7 @@ int xmv_rx_tc(struct __sk_buff *skb)
 		return deliver_skb(skb, &d);
 	case VERDICT_FLOOD: {
 		__u16 vlan = d.vlan;
-		struct network *net = bpf_map_lookup_elem(&xmv_networks, &vlan);
+		struct vlan *net = get_vlan(vlan);
 		__u8 src[ETH_ALEN];
 
 		if (!net)
@@ -342,6 +355,7 @@ int xmv_rx_tc(struct __sk_buff *skb)
 		}
 		if (skb_strip_tag(skb))
 			return TC_ACT_SHOT;
+		/* The VLAN counts the frame once; its members count the copies. */
 		count_rx(&xmv_vlan_stats, vlan, skb->len);
 		flood(skb, vlan, net->members, src);
 		/* The host lives on the untagged segment only. */
@@ -430,13 +444,12 @@ int xmv_ep_tx(struct __sk_buff *skb)
 	}
 
 	__u16 vlan = ep->vlan;
-	struct network *net = bpf_map_lookup_elem(&xmv_networks, &vlan);
+	struct vlan *net = get_vlan(vlan);
 	if (!net) {
 		count_drop(DROP_NOT_ENDPOINT, skb->len);
 		return TC_ACT_SHOT;
 	}
 	count_tx(&xmv_ep_stats, ep->id, skb->len);
-	count_tx(&xmv_vlan_stats, vlan, skb->len);
 
 	/* The host lives on the untagged segment; with hairpin on it hears
 	 * its endpoints directly, as kernel macvlan cannot arrange. */
@@ -465,7 +478,6 @@ int xmv_ep_tx(struct __sk_buff *skb)
 		if (net->mode == MODE_BRIDGE) {
 			count_event(EV_LOCAL_SWITCH, skb->len);
 			count_rx(&xmv_ep_stats, peer->id, skb->len);
-			count_rx(&xmv_vlan_stats, vlan, skb->len);
 			return to_endpoint(peer->ifindex, peer->flags);
 		}
 	}
@@ -492,8 +504,7 @@ int xmv_host_tx(struct __sk_buff *skb)
 	__builtin_memcpy(key.mac, f.eth->h_source, ETH_ALEN);
 	if (bpf_map_lookup_elem(&xmv_macs, &key))
 		return TC_ACT_OK;
-	__u16 vlan = 0;
-	struct network *net = bpf_map_lookup_elem(&xmv_networks, &vlan);
+	struct vlan *net = get_vlan(0);
 	if (!net)
 		return TC_ACT_OK;
 
@@ -508,7 +519,6 @@ int xmv_host_tx(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	count_event(EV_HAIRPIN_TO_ENDPOINT, skb->len);
 	count_rx(&xmv_ep_stats, ep->id, skb->len);
-	count_rx(&xmv_vlan_stats, 0, skb->len);
 	/* Egress of the outer veth = ingress of the endpoint. */
 	return bpf_redirect(ep->ifindex, 0);
 }

@@ -107,7 +107,6 @@ const (
 type XmacvlanNetwork struct {
 	_       structs.HostLayout
 	Mode    XmacvlanNetMode
-	Members uint32
 	Mtu     uint32
 	Flags   uint32
 	Name    [32]int8
@@ -122,6 +121,13 @@ type XmacvlanPrefix struct {
 	Pad  [3]uint8
 }
 
+type XmacvlanRetired struct {
+	_           structs.HostLayout
+	Traffic     XmacvlanTraffic
+	LastId      uint32
+	LastIfindex uint32
+}
+
 type XmacvlanSettings struct {
 	_             structs.HostLayout
 	ParentIfindex uint32
@@ -134,33 +140,51 @@ type XmacvlanSettings struct {
 }
 
 type XmacvlanTraffic struct {
-	_         structs.HostLayout
-	RxPackets uint64
-	RxBytes   uint64
-	TxPackets uint64
-	TxBytes   uint64
+	_            structs.HostLayout
+	RxPackets    uint64
+	RxBytes      uint64
+	TxPackets    uint64
+	TxBytes      uint64
+	FloodPackets uint64
+	FloodBytes   uint64
 }
+
+type XmacvlanVlan struct {
+	_        structs.HostLayout
+	Flags    uint32
+	Mode     XmacvlanNetMode
+	Members  uint32
+	StormPps uint32
+}
+
+type XmacvlanVlanFlags uint32
+
+const (
+	XmacvlanVlanFlagsVLAN_DEFINED XmacvlanVlanFlags = 1
+)
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	XmacvlanMapXmvDrops      = "xmv_drops"
-	XmacvlanMapXmvEndpoints  = "xmv_endpoints"
-	XmacvlanMapXmvEpInfo     = "xmv_ep_info"
-	XmacvlanMapXmvEpStats    = "xmv_ep_stats"
-	XmacvlanMapXmvEvents     = "xmv_events"
-	XmacvlanMapXmvFlood      = "xmv_flood"
-	XmacvlanMapXmvMacs       = "xmv_macs"
-	XmacvlanMapXmvNetworks   = "xmv_networks"
-	XmacvlanMapXmvRedirect   = "xmv_redirect"
-	XmacvlanMapXmvSettings   = "xmv_settings"
-	XmacvlanMapXmvVlanStats  = "xmv_vlan_stats"
-	XmacvlanProgXmvEpTx      = "xmv_ep_tx"
-	XmacvlanProgXmvHostTx    = "xmv_host_tx"
-	XmacvlanProgXmvRxTc      = "xmv_rx_tc"
-	XmacvlanProgXmvRxXdp     = "xmv_rx_xdp"
-	XmacvlanProgXmvRxXdpMeta = "xmv_rx_xdp_meta"
+	XmacvlanMapXmvDrops       = "xmv_drops"
+	XmacvlanMapXmvEndpoints   = "xmv_endpoints"
+	XmacvlanMapXmvEpInfo      = "xmv_ep_info"
+	XmacvlanMapXmvEpStats     = "xmv_ep_stats"
+	XmacvlanMapXmvEvents      = "xmv_events"
+	XmacvlanMapXmvFlood       = "xmv_flood"
+	XmacvlanMapXmvMacs        = "xmv_macs"
+	XmacvlanMapXmvNetworks    = "xmv_networks"
+	XmacvlanMapXmvRedirect    = "xmv_redirect"
+	XmacvlanMapXmvSettings    = "xmv_settings"
+	XmacvlanMapXmvVlanRetired = "xmv_vlan_retired"
+	XmacvlanMapXmvVlanStats   = "xmv_vlan_stats"
+	XmacvlanMapXmvVlans       = "xmv_vlans"
+	XmacvlanProgXmvEpTx       = "xmv_ep_tx"
+	XmacvlanProgXmvHostTx     = "xmv_host_tx"
+	XmacvlanProgXmvRxTc       = "xmv_rx_tc"
+	XmacvlanProgXmvRxXdp      = "xmv_rx_xdp"
+	XmacvlanProgXmvRxXdpMeta  = "xmv_rx_xdp_meta"
 )
 
 // LoadXmacvlan returns the embedded CollectionSpec for Xmacvlan.
@@ -216,17 +240,19 @@ type XmacvlanProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XmacvlanMapSpecs struct {
-	XmvDrops     *ebpf.MapSpec `ebpf:"xmv_drops"`
-	XmvEndpoints *ebpf.MapSpec `ebpf:"xmv_endpoints"`
-	XmvEpInfo    *ebpf.MapSpec `ebpf:"xmv_ep_info"`
-	XmvEpStats   *ebpf.MapSpec `ebpf:"xmv_ep_stats"`
-	XmvEvents    *ebpf.MapSpec `ebpf:"xmv_events"`
-	XmvFlood     *ebpf.MapSpec `ebpf:"xmv_flood"`
-	XmvMacs      *ebpf.MapSpec `ebpf:"xmv_macs"`
-	XmvNetworks  *ebpf.MapSpec `ebpf:"xmv_networks"`
-	XmvRedirect  *ebpf.MapSpec `ebpf:"xmv_redirect"`
-	XmvSettings  *ebpf.MapSpec `ebpf:"xmv_settings"`
-	XmvVlanStats *ebpf.MapSpec `ebpf:"xmv_vlan_stats"`
+	XmvDrops       *ebpf.MapSpec `ebpf:"xmv_drops"`
+	XmvEndpoints   *ebpf.MapSpec `ebpf:"xmv_endpoints"`
+	XmvEpInfo      *ebpf.MapSpec `ebpf:"xmv_ep_info"`
+	XmvEpStats     *ebpf.MapSpec `ebpf:"xmv_ep_stats"`
+	XmvEvents      *ebpf.MapSpec `ebpf:"xmv_events"`
+	XmvFlood       *ebpf.MapSpec `ebpf:"xmv_flood"`
+	XmvMacs        *ebpf.MapSpec `ebpf:"xmv_macs"`
+	XmvNetworks    *ebpf.MapSpec `ebpf:"xmv_networks"`
+	XmvRedirect    *ebpf.MapSpec `ebpf:"xmv_redirect"`
+	XmvSettings    *ebpf.MapSpec `ebpf:"xmv_settings"`
+	XmvVlanRetired *ebpf.MapSpec `ebpf:"xmv_vlan_retired"`
+	XmvVlanStats   *ebpf.MapSpec `ebpf:"xmv_vlan_stats"`
+	XmvVlans       *ebpf.MapSpec `ebpf:"xmv_vlans"`
 }
 
 // XmacvlanVariableSpecs contains global variables before they are loaded into the kernel.
@@ -255,17 +281,19 @@ func (o *XmacvlanObjects) Close() error {
 //
 // It can be passed to LoadXmacvlanObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XmacvlanMaps struct {
-	XmvDrops     *ebpf.Map `ebpf:"xmv_drops"`
-	XmvEndpoints *ebpf.Map `ebpf:"xmv_endpoints"`
-	XmvEpInfo    *ebpf.Map `ebpf:"xmv_ep_info"`
-	XmvEpStats   *ebpf.Map `ebpf:"xmv_ep_stats"`
-	XmvEvents    *ebpf.Map `ebpf:"xmv_events"`
-	XmvFlood     *ebpf.Map `ebpf:"xmv_flood"`
-	XmvMacs      *ebpf.Map `ebpf:"xmv_macs"`
-	XmvNetworks  *ebpf.Map `ebpf:"xmv_networks"`
-	XmvRedirect  *ebpf.Map `ebpf:"xmv_redirect"`
-	XmvSettings  *ebpf.Map `ebpf:"xmv_settings"`
-	XmvVlanStats *ebpf.Map `ebpf:"xmv_vlan_stats"`
+	XmvDrops       *ebpf.Map `ebpf:"xmv_drops"`
+	XmvEndpoints   *ebpf.Map `ebpf:"xmv_endpoints"`
+	XmvEpInfo      *ebpf.Map `ebpf:"xmv_ep_info"`
+	XmvEpStats     *ebpf.Map `ebpf:"xmv_ep_stats"`
+	XmvEvents      *ebpf.Map `ebpf:"xmv_events"`
+	XmvFlood       *ebpf.Map `ebpf:"xmv_flood"`
+	XmvMacs        *ebpf.Map `ebpf:"xmv_macs"`
+	XmvNetworks    *ebpf.Map `ebpf:"xmv_networks"`
+	XmvRedirect    *ebpf.Map `ebpf:"xmv_redirect"`
+	XmvSettings    *ebpf.Map `ebpf:"xmv_settings"`
+	XmvVlanRetired *ebpf.Map `ebpf:"xmv_vlan_retired"`
+	XmvVlanStats   *ebpf.Map `ebpf:"xmv_vlan_stats"`
+	XmvVlans       *ebpf.Map `ebpf:"xmv_vlans"`
 }
 
 func (m *XmacvlanMaps) Close() error {
@@ -280,7 +308,9 @@ func (m *XmacvlanMaps) Close() error {
 		m.XmvNetworks,
 		m.XmvRedirect,
 		m.XmvSettings,
+		m.XmvVlanRetired,
 		m.XmvVlanStats,
+		m.XmvVlans,
 	)
 }
 

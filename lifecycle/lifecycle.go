@@ -427,6 +427,11 @@ func teardown(h *loader.Handle, id int) error {
 			return err
 		}
 	}
+	// Out of the tables and its veth gone: nothing counts on its slot any
+	// more, and its VLAN keeps what it counted.
+	if err := h.Tables.RetireCounters(rec.ID, rec.Ifindex, rec.VLAN); err != nil {
+		return err
+	}
 	return h.Tables.DeleteRecord(rec.ID)
 }
 
@@ -485,10 +490,14 @@ func parentLink(h *loader.Handle) (netlink.Link, error) {
 	return p, nil
 }
 
-// repair finishes what a crash left: a Building record is rolled back, a
-// Deleting one is finished, and the flood lists of their VLANs are made to
-// match the endpoint table again. It returns the records left, all Ready.
+// repair finishes what a crash left: the VLAN table is made to agree with
+// the network definitions, a Building record is rolled back, a Deleting
+// one is finished, and the flood lists of their VLANs are made to match
+// the endpoint table again. It returns the records left, all Ready.
 func repair(h *loader.Handle) ([]tables.Record, error) {
+	if _, err := h.Tables.SyncVLANs(false); err != nil {
+		return nil, err
+	}
 	recs, err := h.Tables.Records()
 	if err != nil {
 		return nil, err

@@ -419,6 +419,13 @@ func (r *Root) gcParent(parent string, vlan int, dryRun bool) ([]Removed, error)
 			}
 		}
 	}
+	wrong, err := h.Tables.SyncVLANs(dryRun)
+	if err != nil {
+		return out, err
+	}
+	for _, v := range wrong { // every VLAN: a fix is always safe
+		note("VLAN table entry", fmt.Sprintf("VLAN %d disagreed with the network definitions", v))
+	}
 	nets, err := h.Tables.Networks()
 	if err != nil {
 		return out, err

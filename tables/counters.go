@@ -2,13 +2,15 @@ package tables
 
 import (
 	"fmt"
+	"maps"
 
 	"github.com/cilium/ebpf"
 	"github.com/xmacvlan/xmacvlan/bpf"
 )
 
 // Traffic is one endpoint's or VLAN's counters, summed over CPUs. rx is
-// towards the endpoint (from the wire or a neighbour), tx from it.
+// towards the endpoint (from the wire or a neighbour), tx from it. A VLAN's
+// rx counts a flooded frame once, its endpoints' rx once per copy.
 type Traffic struct {
 	RxPackets uint64 `json:"rx_packets"`
 	RxBytes   uint64 `json:"rx_bytes"`
@@ -133,12 +135,141 @@ func (e EventKind) Explain() string {
 
 // EndpointTraffic reads the counters of the endpoint with counter slot id.
 func (t *Tables) EndpointTraffic(id int) (Traffic, error) {
-	return readTraffic(t.m.XmvEpStats, uint32(id))
+	raw, err := readTraffic(t.m.XmvEpStats, uint32(id))
+	return raw.public(), err
 }
 
-// VLANTraffic reads a VLAN's counters.
-func (t *Tables) VLANTraffic(vlan uint16) (Traffic, error) {
-	return readTraffic(t.m.XmvVlanStats, uint32(vlan))
+func (r rawTraffic) public() Traffic {
+	return Traffic{RxPackets: r.RxPackets, RxBytes: r.RxBytes, TxPackets: r.TxPackets, TxBytes: r.TxBytes}
+}
+
+// rawTraffic is struct traffic summed over CPUs.
+type rawTraffic bpf.XmacvlanTraffic
+
+func (r *rawTraffic) add(o rawTraffic) {
+	r.RxPackets += o.RxPackets
+	r.RxBytes += o.RxBytes
+	r.TxPackets += o.TxPackets
+	r.TxBytes += o.TxBytes
+	r.FloodPackets += o.FloodPackets
+	r.FloodBytes += o.FloodBytes
+}
+
+// vlanShare is what an endpoint record adds to its VLAN's totals: all of
+// tx, and of rx what was not a flood copy (the VLAN counts a flood once).
+func (r rawTraffic) vlanShare() Traffic {
+	return Traffic{RxPackets: r.RxPackets - r.FloodPackets, RxBytes: r.RxBytes - r.FloodBytes,
+		TxPackets: r.TxPackets, TxBytes: r.TxBytes}
+}
+
+func (a *Traffic) add(b Traffic) {
+	a.RxPackets += b.RxPackets
+	a.RxBytes += b.RxBytes
+	a.TxPackets += b.TxPackets
+	a.TxBytes += b.TxBytes
+}
+
+// slot is an endpoint counter slot and the endpoint it counts for.
+type slot struct {
+	id, ifindex int
+	vlan        uint16
+}
+
+// VLANTraffic derives the totals of vlans, which are exact and never go
+// down: per VLAN, the sum of what its endpoints count (eps: the endpoint
+// table, and every record, so that an endpoint on its way out still
+// counts), the VLAN's own record (xmv_vlan_stats: floods from the wire,
+// once per frame) and its deleted endpoints' counters (xmv_vlan_retired,
+// added by RetireCounters). A delete that retires an endpoint while this
+// reads makes it read again, so one endpoint is never counted twice or
+// not at all.
+func (t *Tables) VLANTraffic(vlans []uint16, eps []Endpoint) (map[uint16]Traffic, error) {
+	for range 10 {
+		before, err := t.retired(vlans)
+		if err != nil {
+			return nil, err
+		}
+		recs, err := t.Records()
+		if err != nil {
+			return nil, err
+		}
+		slots := map[int]slot{}
+		for _, ep := range eps {
+			slots[ep.ID] = slot{ep.ID, ep.Ifindex, ep.VLAN}
+		}
+		for _, r := range recs {
+			slots[r.ID] = slot{r.ID, r.Ifindex, r.VLAN}
+		}
+		out := map[uint16]Traffic{}
+		for _, vlan := range vlans {
+			own, err := readTraffic(t.m.XmvVlanStats, uint32(vlan))
+			if err != nil {
+				return nil, err
+			}
+			ret := before[vlan]
+			own.add(rawTraffic(ret.Traffic))
+			out[vlan] = own.vlanShare()
+		}
+		for _, s := range slots {
+			tot, want := out[s.vlan]
+			ret := before[s.vlan]
+			if !want || (int(ret.LastId) == s.id && int(ret.LastIfindex) == s.ifindex) {
+				continue // not asked for, or retired already
+			}
+			raw, err := readTraffic(t.m.XmvEpStats, uint32(s.id))
+			if err != nil {
+				return nil, err
+			}
+			tot.add(raw.vlanShare())
+			out[s.vlan] = tot
+		}
+		after, err := t.retired(vlans)
+		if err != nil {
+			return nil, err
+		}
+		if maps.Equal(before, after) {
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("VLAN counters: endpoints kept being deleted while they were read; try again")
+}
+
+func (t *Tables) retired(vlans []uint16) (map[uint16]bpf.XmacvlanRetired, error) {
+	out := map[uint16]bpf.XmacvlanRetired{}
+	for _, vlan := range vlans {
+		var r bpf.XmacvlanRetired
+		if err := t.m.XmvVlanRetired.Lookup(uint32(vlan), &r); err != nil {
+			return nil, fmt.Errorf("retired counters of VLAN %d: %w", vlan, err)
+		}
+		out[vlan] = r
+	}
+	return out, nil
+}
+
+// RetireCounters adds the counters of endpoint id (outer veth ifindex, on
+// vlan) to its VLAN's retired counters and zeroes its slot, so that the
+// VLAN's totals keep them after the endpoint is gone. Call it once the
+// endpoint is out of the datapath's tables (and its veth gone, so no
+// program counts on its slot any more). The VLAN's entry names the
+// endpoint retired last: a repeat after a crash adds nothing twice.
+func (t *Tables) RetireCounters(id, ifindex int, vlan uint16) error {
+	var r bpf.XmacvlanRetired
+	if err := t.m.XmvVlanRetired.Lookup(uint32(vlan), &r); err != nil {
+		return fmt.Errorf("retired counters of VLAN %d: %w", vlan, err)
+	}
+	if int(r.LastId) != id || int(r.LastIfindex) != ifindex {
+		raw, err := readTraffic(t.m.XmvEpStats, uint32(id))
+		if err != nil {
+			return err
+		}
+		sum := rawTraffic(r.Traffic)
+		sum.add(raw)
+		r = bpf.XmacvlanRetired{Traffic: bpf.XmacvlanTraffic(sum), LastId: uint32(id), LastIfindex: uint32(ifindex)}
+		if err := t.m.XmvVlanRetired.Update(uint32(vlan), r, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("retired counters of VLAN %d: %w", vlan, err)
+		}
+	}
+	return t.zeroStats(id)
 }
 
 // Drops reads the drop counters, indexed by DropReason.
@@ -167,17 +298,14 @@ func (t *Tables) Events() ([]Count, error) {
 	return out, nil
 }
 
-func readTraffic(m *ebpf.Map, key uint32) (Traffic, error) {
+func readTraffic(m *ebpf.Map, key uint32) (rawTraffic, error) {
 	var perCPU []bpf.XmacvlanTraffic
 	if err := m.Lookup(key, &perCPU); err != nil {
-		return Traffic{}, fmt.Errorf("read counters %d: %w", key, err)
+		return rawTraffic{}, fmt.Errorf("read counters %d: %w", key, err)
 	}
-	var sum Traffic
+	var sum rawTraffic
 	for _, c := range perCPU {
-		sum.RxPackets += c.RxPackets
-		sum.RxBytes += c.RxBytes
-		sum.TxPackets += c.TxPackets
-		sum.TxBytes += c.TxBytes
+		sum.add(rawTraffic(c))
 	}
 	return sum, nil
 }

@@ -22,7 +22,8 @@ type EndpointCounters struct {
 }
 
 // VLANCounters is a VLAN's traffic. VLAN counters are not the sum of their
-// endpoints': a flooded frame counts once here and once per copy there.
+// endpoints': a flooded frame counts once here and once per copy there, and
+// deleted endpoints still count here (VLANTraffic).
 type VLANCounters struct {
 	VLAN    uint16
 	Traffic Traffic
@@ -57,13 +58,17 @@ func (t *Tables) Snapshot() (Snapshot, error) {
 	}
 	// Only VLANs with a network: the others never count traffic (their
 	// frames are drops), and the table has 4095 slots to read.
-	s.VLANs = make([]VLANCounters, 0, len(s.Networks))
+	vlans := make([]uint16, 0, len(s.Networks))
 	for _, n := range s.Networks {
-		tr, err := t.VLANTraffic(n.VLAN)
-		if err != nil {
-			return Snapshot{}, err
-		}
-		s.VLANs = append(s.VLANs, VLANCounters{VLAN: n.VLAN, Traffic: tr})
+		vlans = append(vlans, n.VLAN)
+	}
+	tot, err := t.VLANTraffic(vlans, eps)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	s.VLANs = make([]VLANCounters, 0, len(s.Networks))
+	for _, vlan := range vlans {
+		s.VLANs = append(s.VLANs, VLANCounters{VLAN: vlan, Traffic: tot[vlan]})
 	}
 	if s.Drops, err = t.Drops(); err != nil {
 		return Snapshot{}, err

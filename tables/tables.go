@@ -47,7 +47,9 @@ func (m *Mode) UnmarshalText(b []byte) (err error) {
 	return err
 }
 
-// Network is one VLAN's entry. VLAN 0 is the untagged segment.
+// Network is one VLAN's network: its definition (xmv_networks) and its
+// member count (xmv_vlans, with the mode the datapath reads). VLAN 0 is the
+// untagged segment.
 type Network struct {
 	VLAN    uint16     `json:"vlan"`
 	Mode    Mode       `json:"mode"`
@@ -131,7 +133,8 @@ func macKey(vlan uint16, mac net.HardwareAddr) bpf.XmacvlanMacKey {
 	return k
 }
 
-// AddNetwork creates the entry for vlan. It fails if one exists.
+// AddNetwork creates the network of vlan: its definition, then the VLAN
+// table entry that makes the datapath see it. It fails if one exists.
 func (t *Tables) AddNetwork(n Network) error {
 	if err := fitsVLAN(n.VLAN); err != nil {
 		return err
@@ -149,10 +152,92 @@ func (t *Tables) AddNetwork(n Network) error {
 	case err != nil:
 		return fullOr(err, "networks")
 	}
+	v := bpf.XmacvlanVlan{Flags: uint32(bpf.XmacvlanVlanFlagsVLAN_DEFINED), Mode: bpf.XmacvlanNetMode(n.Mode)}
+	if err := t.putVLAN(n.VLAN, v); err != nil {
+		t.m.XmvNetworks.Delete(n.VLAN)
+		return err
+	}
 	return nil
 }
 
-// Network returns the entry for vlan; ok is false if there is none.
+// vlanEntry reads vlan's entry of the VLAN table (all zero: no network).
+func (t *Tables) vlanEntry(vlan uint16) (bpf.XmacvlanVlan, error) {
+	var v bpf.XmacvlanVlan
+	if err := t.m.XmvVlans.Lookup(uint32(vlan), &v); err != nil {
+		return v, fmt.Errorf("VLAN table entry %d: %w", vlan, err)
+	}
+	return v, nil
+}
+
+func (t *Tables) putVLAN(vlan uint16, v bpf.XmacvlanVlan) error {
+	if err := t.m.XmvVlans.Update(uint32(vlan), v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("VLAN table entry %d: %w", vlan, err)
+	}
+	return nil
+}
+
+func defined(v bpf.XmacvlanVlan) bool {
+	return v.Flags&uint32(bpf.XmacvlanVlanFlagsVLAN_DEFINED) != 0
+}
+
+// SyncVLANs makes the VLAN table (what the datapath reads) agree with the
+// networks table (the definitions), which a crash between the two writes
+// of AddNetwork or DeleteNetwork leaves apart: a defined network's entry
+// is marked defined with the network's mode, any other entry is cleared.
+// Member counts are SyncFlood's. It returns the VLANs that disagreed; with
+// dryRun it only reports them.
+func (t *Tables) SyncVLANs(dryRun bool) ([]uint16, error) {
+	defs := map[uint16]bpf.XmacvlanNetwork{}
+	var (
+		vid uint16
+		raw bpf.XmacvlanNetwork
+	)
+	it := t.m.XmvNetworks.Iterate()
+	for it.Next(&vid, &raw) {
+		defs[vid] = raw
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
+	}
+	keys := make([]uint32, MaxVLAN+1)
+	vals := make([]bpf.XmacvlanVlan, MaxVLAN+1)
+	var cursor ebpf.MapBatchCursor
+	n := 0
+	for n < len(keys) {
+		got, err := t.m.XmvVlans.BatchLookup(&cursor, keys[n:], vals[n:], nil)
+		n += got
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read VLAN table: %w", err)
+		}
+	}
+	var wrong []uint16
+	for i := range n {
+		vlan, v := uint16(keys[i]), vals[i]
+		def, ok := defs[vlan]
+		want := v
+		if ok {
+			want.Flags |= uint32(bpf.XmacvlanVlanFlagsVLAN_DEFINED)
+			want.Mode = def.Mode
+		} else {
+			want = bpf.XmacvlanVlan{}
+		}
+		if want == v {
+			continue
+		}
+		wrong = append(wrong, vlan)
+		if !dryRun {
+			if err := t.putVLAN(vlan, want); err != nil {
+				return wrong, err
+			}
+		}
+	}
+	return wrong, nil
+}
+
+// Network returns the network of vlan; ok is false if there is none.
 func (t *Tables) Network(vlan uint16) (n Network, ok bool, err error) {
 	var raw bpf.XmacvlanNetwork
 	err = t.m.XmvNetworks.Lookup(vlan, &raw)
@@ -162,7 +247,11 @@ func (t *Tables) Network(vlan uint16) (n Network, ok bool, err error) {
 	if err != nil {
 		return Network{}, false, err
 	}
-	return networkFromRaw(vlan, raw), true, nil
+	v, err := t.vlanEntry(vlan)
+	if err != nil {
+		return Network{}, false, err
+	}
+	return networkFromRaw(vlan, raw, v), true, nil
 }
 
 func (n Network) raw() bpf.XmacvlanNetwork {
@@ -174,9 +263,9 @@ func (n Network) raw() bpf.XmacvlanNetwork {
 	return raw
 }
 
-func networkFromRaw(vlan uint16, raw bpf.XmacvlanNetwork) Network {
+func networkFromRaw(vlan uint16, raw bpf.XmacvlanNetwork, v bpf.XmacvlanVlan) Network {
 	n := Network{
-		VLAN: vlan, Mode: Mode(raw.Mode), Members: int(raw.Members), MTU: int(raw.Mtu),
+		VLAN: vlan, Mode: Mode(raw.Mode), Members: int(v.Members), MTU: int(raw.Mtu),
 		Name: getString(raw.Name[:]), Subnet: prefixFromRaw(raw.Subnet),
 	}
 	if gw := net.IP(raw.Gateway[:]); !gw.IsUnspecified() {
@@ -194,16 +283,24 @@ func (t *Tables) Networks() ([]Network, error) {
 	)
 	it := t.m.XmvNetworks.Iterate()
 	for it.Next(&vlan, &raw) {
-		out = append(out, networkFromRaw(vlan, raw))
+		out = append(out, networkFromRaw(vlan, raw, bpf.XmacvlanVlan{}))
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("list networks: %w", err)
+	}
+	for i := range out {
+		v, err := t.vlanEntry(out[i].VLAN)
+		if err != nil {
+			return nil, err
+		}
+		out[i].Members = int(v.Members)
 	}
 	slices.SortFunc(out, func(a, b Network) int { return int(a.VLAN) - int(b.VLAN) })
 	return out, nil
 }
 
-// DeleteNetwork removes vlan's entry; it refuses while endpoints use it.
+// DeleteNetwork removes vlan's network, the datapath's view first; it
+// refuses while endpoints use it.
 func (t *Tables) DeleteNetwork(vlan uint16) error {
 	n, ok, err := t.Network(vlan)
 	switch {
@@ -213,6 +310,9 @@ func (t *Tables) DeleteNetwork(vlan uint16) error {
 		return fmt.Errorf("VLAN %d has no network", vlan)
 	case n.Members > 0:
 		return fmt.Errorf("VLAN %d still has %d endpoints", vlan, n.Members)
+	}
+	if err := t.putVLAN(vlan, bpf.XmacvlanVlan{}); err != nil {
+		return err
 	}
 	return t.m.XmvNetworks.Delete(vlan)
 }
@@ -471,12 +571,12 @@ func (t *Tables) floodRemove(vlan uint16, ifindex uint32) error {
 }
 
 func (t *Tables) setMembers(vlan uint16, members int) error {
-	var raw bpf.XmacvlanNetwork
-	if err := t.m.XmvNetworks.Lookup(vlan, &raw); err != nil {
-		return fmt.Errorf("network %d: %w", vlan, err)
+	v, err := t.vlanEntry(vlan)
+	if err != nil {
+		return err
 	}
-	raw.Members = uint32(members)
-	return t.m.XmvNetworks.Update(vlan, raw, ebpf.UpdateExist)
+	v.Members = uint32(members)
+	return t.putVLAN(vlan, v)
 }
 
 // fullOr turns the kernel's "no room" into ErrFull.

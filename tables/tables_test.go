@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand"
 	"net"
+	"slices"
 	"testing"
 
 	"github.com/xmacvlan/xmacvlan/bpf"
@@ -170,5 +171,68 @@ func TestNetworkFieldsRoundTrip(t *testing.T) {
 	if got.Name != want.Name || got.Mode != want.Mode || got.MTU != want.MTU ||
 		got.Subnet.String() != want.Subnet.String() || !got.Gateway.Equal(want.Gateway) {
 		t.Errorf("got %+v, want %+v", got, want)
+	}
+}
+
+// TestVLANTableFollowsNetworks: AddNetwork and DeleteNetwork write the
+// definition and the VLAN table together; a crash between the two writes
+// (simulated by writing one of them alone) is found by SyncVLANs, reported
+// by a dry run without change, and repaired.
+func TestVLANTableFollowsNetworks(t *testing.T) {
+	tb := newTables(t)
+	if err := tb.AddNetwork(Network{VLAN: 10, Name: "v10", Mode: Private}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.AddEndpoint(Endpoint{Ifindex: 100, VLAN: 10, MAC: mac(1)}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := tb.vlanEntry(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (bpf.XmacvlanVlan{Flags: uint32(bpf.XmacvlanVlanFlagsVLAN_DEFINED), Mode: bpf.XmacvlanNetModeMODE_PRIVATE, Members: 1}); v != want {
+		t.Fatalf("VLAN 10's entry %+v, want %+v", v, want)
+	}
+	if wrong, err := tb.SyncVLANs(true); err != nil || len(wrong) != 0 {
+		t.Fatalf("consistent tables: SyncVLANs says %v, %v", wrong, err)
+	}
+
+	// Killed inside AddNetwork of VLAN 20: a definition the datapath does
+	// not see. Killed inside DeleteNetwork of VLAN 30 the same way. An
+	// entry without a definition (VLAN 40) cannot come from either, but is
+	// repaired as well.
+	for _, vlan := range []uint16{20, 30} {
+		if err := tb.m.XmvNetworks.Update(vlan, Network{VLAN: vlan, Mode: VEPA}.raw(), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tb.putVLAN(40, bpf.XmacvlanVlan{Flags: uint32(bpf.XmacvlanVlanFlagsVLAN_DEFINED)}); err != nil {
+		t.Fatal(err)
+	}
+	wrong, err := tb.SyncVLANs(true)
+	if err != nil || !slices.Equal(wrong, []uint16{20, 30, 40}) {
+		t.Fatalf("dry run: %v, %v; want VLANs 20, 30, 40", wrong, err)
+	}
+	if v, _ := tb.vlanEntry(20); defined(v) {
+		t.Fatalf("the dry run changed VLAN 20: %+v", v)
+	}
+	if wrong, err = tb.SyncVLANs(false); err != nil || len(wrong) != 3 {
+		t.Fatalf("repair: %v, %v", wrong, err)
+	}
+	for vlan, want := range map[uint16]bpf.XmacvlanVlan{
+		10: {Flags: uint32(bpf.XmacvlanVlanFlagsVLAN_DEFINED), Mode: bpf.XmacvlanNetModeMODE_PRIVATE, Members: 1},
+		20: {Flags: uint32(bpf.XmacvlanVlanFlagsVLAN_DEFINED), Mode: bpf.XmacvlanNetModeMODE_VEPA},
+		30: {Flags: uint32(bpf.XmacvlanVlanFlagsVLAN_DEFINED), Mode: bpf.XmacvlanNetModeMODE_VEPA},
+		40: {},
+	} {
+		if v, _ := tb.vlanEntry(vlan); v != want {
+			t.Errorf("VLAN %d after repair: %+v, want %+v", vlan, v, want)
+		}
+	}
+	if err := tb.DeleteNetwork(20); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := tb.vlanEntry(20); v != (bpf.XmacvlanVlan{}) {
+		t.Errorf("deleted network's VLAN entry: %+v", v)
 	}
 }
