@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
+	"github.com/xmacvlan/xmacvlan/lifecycle"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/metrics"
 	"github.com/xmacvlan/xmacvlan/tables"
@@ -421,6 +422,26 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPMode) {
 		t.Errorf("%v scrape errors", final["scrape_errors_total{}"])
 	}
 	checkStatsCLI(t, h, final)
+
+	// A deleted endpoint's traffic stays in its VLAN's totals (Prometheus
+	// counters never go down): `endpoint del` of both VLAN 10 endpoints
+	// leaves every VLAN 10 counter where it was.
+	for _, c := range []*container{a, b} {
+		err := h.ns.Do(func() error {
+			_, err := h.lc().DeleteEndpoint("v10", lifecycle.Selector{Netns: c.ep.Netns, Name: c.ep.Ifname})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone := scrapeView(t, ex)
+	for _, dir := range []string{"rx_packets", "rx_bytes", "tx_packets", "tx_bytes"} {
+		k := fmt.Sprintf("vlan_%s_total{network=v10,vlan=10}", dir)
+		if final[k] == 0 || gone[k] != final[k] {
+			t.Errorf("%s: %v with the endpoints, %v after they were deleted", k, final[k], gone[k])
+		}
+	}
 }
 
 // statsOutput is the part of `xmacvlan stats -o json` compared here.
