@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/xmacvlan/xmacvlan/bpf"
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
 	"github.com/xmacvlan/xmacvlan/loader"
 )
@@ -147,6 +148,36 @@ func TestKillAtEveryStep(t *testing.T) {
 		t.Logf("%d kills", kills)
 	})
 
+	// Both write the network's definition and the datapath's VLAN entry:
+	// a kill between them leaves them apart, which the next command
+	// repairs (the datapath then sees exactly the defined networks).
+	t.Run("network create and delete", func(t *testing.T) {
+		h := l.host()
+		h.mustCLI("attach", h.parent)
+		t.Cleanup(func() { h.cli("detach", "--force", h.parent) })
+		create := []string{"network", "create", "v10", "--parent", h.parent, "--vlan", "10"}
+		del := []string{"network", "delete", "v10"}
+		// A repeat may find the work done: the kill came after the write
+		// that counts, and the repair finished it.
+		again := func(args []string, done string, exists bool) func(string) error {
+			return func(string) error {
+				if out, err := h.cli(args...); err != nil && !strings.Contains(out, done) {
+					return fmt.Errorf("xmacvlan %s: %v\n%s", strings.Join(args, " "), err, out)
+				}
+				if err := h.vlanDefined(10, exists); err != nil {
+					return err
+				}
+				return h.consistency()
+			}
+		}
+		kills := killEverywhere(t, h, create, again(create, "a network called v10 exists already", true),
+			func(string) error { return h.cliErr(del...) })
+		h.mustCLI(create...)
+		kills += killEverywhere(t, h, del, again(del, `no network called "v10"`, false),
+			func(string) error { return h.cliErr(create...) })
+		t.Logf("%d kills", kills)
+	})
+
 	t.Run("attach", func(t *testing.T) {
 		h := l.host()
 		t.Cleanup(func() { h.cli("detach", "--force", h.parent) })
@@ -256,6 +287,32 @@ func (h *host) nothingLeft(cs []*testutil.Netns) error {
 		if n.Flags&netlink.NTF_SELF != 0 && len(n.HardwareAddr) == 6 && n.HardwareAddr[0]&3 == 2 {
 			return fmt.Errorf("fdb entry %s left on the parent", n.HardwareAddr)
 		}
+	}
+	return nil
+}
+
+// vlanDefined fails unless the datapath's VLAN table has vlan as a network
+// (exists) or not, and the network definitions say the same.
+func (h *host) vlanDefined(vlan uint16, exists bool) error {
+	var v bpf.XmacvlanVlan
+	var def bool
+	err := h.ns.Do(func() error {
+		hd, err := loader.Open(h.root, h.parent)
+		if err != nil {
+			return err
+		}
+		defer hd.Close()
+		if _, def, err = hd.Tables.Network(vlan); err != nil {
+			return err
+		}
+		return hd.Tables.Maps().XmvVlans.Lookup(uint32(vlan), &v)
+	})
+	if err != nil {
+		return err
+	}
+	inTable := v.Flags&uint32(bpf.XmacvlanVlanFlagsVLAN_DEFINED) != 0
+	if inTable != exists || def != exists {
+		return fmt.Errorf("VLAN %d: in the datapath's table %v, defined %v; want %v", vlan, inTable, def, exists)
 	}
 	return nil
 }
