@@ -88,9 +88,8 @@ func load(replacements map[string]*ebpf.Map) (*Datapath, error) {
 		return nil, err
 	}
 	for name, m := range replacements {
-		if err := spec.Maps[name].Compatible(m); err != nil {
-			return nil, fmt.Errorf("pinned table %s does not match this xmacvlan (%v); "+
-				"run `xmacvlan detach --force` and attach again", name, err)
+		if err := tables.CheckLayout(name, m); err != nil {
+			return nil, err
 		}
 	}
 	var objs struct {

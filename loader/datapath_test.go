@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xmacvlan/xmacvlan/internal/testutil"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // TestPreviousBuildTablesRefused: tables pinned by the build before the VLAN
@@ -44,5 +45,41 @@ func TestPreviousBuildTablesRefused(t *testing.T) {
 			t.Errorf("error %q does not name %s and the way out", msg, old.Name)
 		}
 		os.Remove(filepath.Join(dir, old.Name))
+	}
+
+	// Readers (status, stats, metrics, every command) refuse it the same
+	// way: a whole set of this build's tables but xmv_networks of the old
+	// layout, then without xmv_vlans, which the old build did not have.
+	d, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := d.Tables.Pin(dir, func(name string) bool { return name == "xmv_networks" }); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 2, ValueSize: 84, MaxEntries: 4095})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := old.Pin(filepath.Join(dir, "xmv_networks")); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"pinned table xmv_networks does not match", "table xmv_vlans is not pinned"} {
+		tb, err := tables.OpenPinned(dir)
+		if err == nil {
+			tb.Close()
+			t.Fatalf("tables of another build were opened (want %q)", want)
+		}
+		if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "detach --force") {
+			t.Errorf("error %q, want %q and the way out", err, want)
+		}
+		// Next: this build's xmv_networks, and no xmv_vlans.
+		os.Remove(filepath.Join(dir, "xmv_networks"))
+		if err := d.Tables.Maps().XmvNetworks.Pin(filepath.Join(dir, "xmv_networks")); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(filepath.Join(dir, "xmv_vlans"))
 	}
 }

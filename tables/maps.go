@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 
 	"github.com/cilium/ebpf"
 
@@ -59,21 +60,56 @@ func Names() []string {
 func New(m *bpf.XmacvlanMaps) *Tables { return &Tables{m: *m} }
 
 // OpenPinned opens the maps pinned in dir. A missing pin is an error that
-// wraps os.ErrNotExist.
+// wraps os.ErrNotExist; a table of another layout (another build's) is an
+// error that says how to start over. The settings are exempt: attach
+// carries an older build's over (UpgradeSettings).
 func OpenPinned(dir string) (*Tables, error) {
 	t := &Tables{}
 	err := t.each(func(name string, m **ebpf.Map) (err error) {
 		*m, err = ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("table %s is not pinned in %s (another xmacvlan build's datapath, or one cut short: "+
+				"run `xmacvlan detach --force` and attach again): %w", name, dir, err)
+		}
 		if err != nil {
 			return fmt.Errorf("open table %s: %w", name, err)
 		}
-		return nil
+		if name == SettingsName {
+			return nil
+		}
+		return CheckLayout(name, *m)
 	})
 	if err != nil {
 		t.Close()
 		return nil, err
 	}
 	return t, nil
+}
+
+// layouts are this build's tables, to hold pinned ones against.
+var layouts = sync.OnceValues(func() (map[string]*ebpf.MapSpec, error) {
+	spec, err := bpf.LoadXmacvlan()
+	if err != nil {
+		return nil, err
+	}
+	return spec.Maps, nil
+})
+
+// CheckLayout refuses a pinned table m whose type, key, value or size
+// differ from this build's table called name (ebpf.MapSpec.Compatible):
+// its entries would be misread.
+func CheckLayout(name string, m *ebpf.Map) error {
+	specs, err := layouts()
+	if err != nil {
+		return err
+	}
+	if spec, ok := specs[name]; ok {
+		if err := spec.Compatible(m); err != nil {
+			return fmt.Errorf("pinned table %s does not match this xmacvlan (%v); "+
+				"run `xmacvlan detach --force` and attach again", name, err)
+		}
+	}
+	return nil
 }
 
 // OpenPinnedSome opens the maps pinned in dir that exist, by name, for an
