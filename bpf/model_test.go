@@ -90,32 +90,22 @@ func (m rxModel) rx(frame []byte) rxOutcome {
 			return drop(stacked)
 		}
 	}
-	// A unicast frame is looked up by {VLAN, MAC} first: an endpoint
-	// implies its network. Only a miss or a multicast asks the VLAN table.
-	multicast := dst[0]&1 != 0
-	if !multicast {
-		if ep, ok := m.endpoints[vlan][dst.String()]; ok {
-			return m.deliver(ep, vlan, tagged, frame)
-		}
-	}
 	if !m.networks[vlan] {
 		if vlan != 0 {
 			return drop(unknownVLAN)
 		}
 		return rxOutcome{action: xdpPass, verdict: verdictHost, out: frame}
 	}
-	if multicast {
+	if dst[0]&1 != 0 {
 		return rxOutcome{action: xdpPass, verdict: verdictFlood, vlan: vlan, out: frame}
 	}
-	if vlan != 0 {
+	ep, ok := m.endpoints[vlan][dst.String()]
+	switch {
+	case !ok && vlan != 0:
 		return drop(unknownDst)
-	}
-	return rxOutcome{action: xdpPass, verdict: verdictHost, out: frame}
-}
-
-// deliver is a hit on endpoint ep.
-func (m rxModel) deliver(ep tables.Endpoint, vlan uint16, tagged bool, frame []byte) rxOutcome {
-	if !ep.XDPDelivery {
+	case !ok:
+		return rxOutcome{action: xdpPass, verdict: verdictHost, out: frame}
+	case !ep.XDPDelivery:
 		return rxOutcome{action: xdpPass, verdict: verdictDeliver, vlan: vlan, endpoint: &ep, out: frame}
 	}
 	out := frame

@@ -72,14 +72,14 @@ static __always_inline struct vlan *get_vlan(__u16 vid)
 }
 
 /* The receive decision, the same for the XDP and the TC program (and
- * mirrored by the Go reference model in bpf/model_test.go). A unicast hit
- * costs one hash lookup: an endpoint implies its network (tables/ adds
- * endpoints only to a VLAN that has one, and deletes a network only when
- * it has none). Misses and multicast read the VLAN array. */
+ * mirrored by the Go reference model in bpf/model_test.go). A unicast
+ * frame costs one hash lookup ({vlan, mac}); the VLAN's entry is an array
+ * element, which the verifier inlines: reading it first costs a hit under
+ * a nanosecond and lets a frame of an unknown VLAN go without any hash
+ * lookup (BPF_PROG_RUN here: 8 ns against 18 ns looking up the MAC first). */
 static __always_inline void classify_rx(const struct frame *f, struct decision *d)
 {
 	__u16 vlan = f->vlan;
-	int multicast = is_multicast(f->eth->h_dest);
 
 	__builtin_memset(d, 0, sizeof(*d));
 	d->vlan = vlan;
@@ -88,26 +88,25 @@ static __always_inline void classify_rx(const struct frame *f, struct decision *
 		d->reason = DROP_STACKED_VLAN;
 		return;
 	}
-	if (!multicast) {
-		struct mac_key key = {.vlan = vlan};
-		__builtin_memcpy(key.mac, f->eth->h_dest, ETH_ALEN);
-		struct endpoint *ep = bpf_map_lookup_elem(&xmv_macs, &key);
-		if (ep) {
-			d->verdict = VERDICT_DELIVER;
-			d->ifindex = ep->ifindex;
-			d->id = ep->id;
-			d->flags = ep->flags;
-			return;
-		}
-	}
 	if (!get_vlan(vlan)) {
 		/* Untagged frames with no untagged network are the host's. */
 		d->verdict = vlan ? VERDICT_DROP : VERDICT_HOST;
 		d->reason = DROP_UNKNOWN_VLAN;
 		return;
 	}
-	if (multicast) {
+	if (is_multicast(f->eth->h_dest)) {
 		d->verdict = VERDICT_FLOOD;
+		return;
+	}
+
+	struct mac_key key = {.vlan = vlan};
+	__builtin_memcpy(key.mac, f->eth->h_dest, ETH_ALEN);
+	struct endpoint *ep = bpf_map_lookup_elem(&xmv_macs, &key);
+	if (ep) {
+		d->verdict = VERDICT_DELIVER;
+		d->ifindex = ep->ifindex;
+		d->id = ep->id;
+		d->flags = ep->flags;
 		return;
 	}
 	/* On the untagged segment an unknown unicast is the host's (or a
