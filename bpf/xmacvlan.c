@@ -32,6 +32,25 @@ __attribute__((noinline)) int xmv_enums_for_go(enum drop_reason r, enum event e,
 	return r + e + v;
 }
 
+/* Tables no program reads (the control plane's records) are referenced
+ * from xmv_rx_tc's drop path under this condition, which the verifier
+ * knows false (a constant of frozen .rodata) and removes: no cost, but the
+ * tables are the program's, so a re-attach pins them again from the
+ * running program if their pins were lost (loader adoptTables). */
+volatile const __u32 xmv_never = 0;
+
+static __always_inline void keep_control_tables(void)
+{
+	__u32 key = 0;
+	__u16 vid = 0;
+
+	if (xmv_never) {
+		bpf_map_lookup_elem(&xmv_networks, &vid);
+		bpf_map_lookup_elem(&xmv_ep_info, &key);
+		bpf_map_lookup_elem(&xmv_vlan_retired, &key);
+	}
+}
+
 /* Reads a VLAN tag the driver moved out of the frame (rx-vlan offload).
  * Only callable from a program bound to a device whose driver has it. */
 extern int bpf_xdp_metadata_rx_vlan_tag(const struct xdp_md *ctx, __be16 *vlan_proto,
@@ -361,6 +380,7 @@ int xmv_rx_tc(struct __sk_buff *skb)
 		return vlan ? TC_ACT_SHOT : TC_ACT_OK;
 	}
 	case VERDICT_DROP:
+		keep_control_tables(); /* off the delivery path */
 		count_drop(d.reason, skb->len);
 		return TC_ACT_SHOT;
 	default:

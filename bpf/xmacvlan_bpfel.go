@@ -185,6 +185,7 @@ const (
 	XmacvlanProgXmvRxTc       = "xmv_rx_tc"
 	XmacvlanProgXmvRxXdp      = "xmv_rx_xdp"
 	XmacvlanProgXmvRxXdpMeta  = "xmv_rx_xdp_meta"
+	XmacvlanVarXmvNever       = "xmv_never"
 )
 
 // LoadXmacvlan returns the embedded CollectionSpec for Xmacvlan.
@@ -259,6 +260,7 @@ type XmacvlanMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XmacvlanVariableSpecs struct {
+	XmvNever *ebpf.VariableSpec `ebpf:"xmv_never"`
 }
 
 // XmacvlanObjects contains all objects after they have been loaded into the kernel.
@@ -318,6 +320,7 @@ func (m *XmacvlanMaps) Close() error {
 //
 // It can be passed to LoadXmacvlanObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XmacvlanVariables struct {
+	XmvNever *ebpf.Variable `ebpf:"xmv_never"`
 }
 
 // XmacvlanPrograms contains all programs after they have been loaded into the kernel.
