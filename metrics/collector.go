@@ -91,10 +91,10 @@ func NewCollector(source Source, owners Owners, logf func(format string, args ..
 		endpointInfo: desc("endpoint_info", "Each endpoint, always 1: its MAC, outer veth and, for a Docker endpoint, Docker's endpoint ID and container name. Join on parent, vlan, network, endpoint.",
 			append(endpoint, "mac", "outer", "docker_endpoint", "container")...),
 
-		vlanRxPackets: desc("vlan_rx_packets_total", "Frames into the VLAN's endpoints; a flooded frame counts once.", vlan...),
-		vlanRxBytes:   desc("vlan_rx_bytes_total", "Bytes into the VLAN's endpoints; a flooded frame counts once.", vlan...),
-		vlanTxPackets: desc("vlan_tx_packets_total", "Frames the VLAN's endpoints sent.", vlan...),
-		vlanTxBytes:   desc("vlan_tx_bytes_total", "Bytes the VLAN's endpoints sent.", vlan...),
+		vlanRxPackets: desc("vlan_rx_packets_total", "Frames into the VLAN's endpoints, deleted ones included; a flooded frame counts once.", vlan...),
+		vlanRxBytes:   desc("vlan_rx_bytes_total", "Bytes into the VLAN's endpoints, deleted ones included; a flooded frame counts once.", vlan...),
+		vlanTxPackets: desc("vlan_tx_packets_total", "Frames the VLAN's endpoints sent, deleted ones included.", vlan...),
+		vlanTxBytes:   desc("vlan_tx_bytes_total", "Bytes the VLAN's endpoints sent, deleted ones included.", vlan...),
 		networkEndpoints: desc("network_endpoints", "Endpoints on the network now.",
 			append(vlan, "mode")...),
 
