@@ -35,6 +35,10 @@ type Spec struct {
 	MTU     int              // 0: the network's, else the parent's
 	XDP     bool             // receive by native XDP redirect instead of the skb path
 	Moved   bool             // the runtime moves and configures the inner end (runtime.go)
+	// StormLimit caps the broadcast, multicast and untagged unknown-unicast
+	// frames this endpoint sends, in frames per second (0: no limit; else
+	// 1..MaxStormLimit). README "Storm control".
+	StormLimit uint32
 }
 
 // failpoint lets tests fail Add at a named step, to check the rollback.

@@ -49,6 +49,10 @@ type NetworkSpec struct {
 	Subnet  *net.IPNet // nil: none; masked to its network address
 	Gateway net.IP     // nil: none; inside Subnet
 	MTU     int        // 0: the parent's; else 68..the parent's
+	// StormLimit caps the broadcast, multicast and untagged unknown-unicast
+	// frames the VLAN floods, in frames per second, all sources together
+	// (0: no limit; else 1..MaxStormLimit). README "Storm control".
+	StormLimit uint32
 }
 
 // Selector names one endpoint of a network: by namespace (name, path or
