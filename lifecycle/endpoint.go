@@ -158,7 +158,7 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec, recs []tables.Recor
 		s.Name = movedName(outer)
 	}
 	rec := tables.Record{State: tables.Building, Endpoint: tables.Endpoint{
-		ID: id, VLAN: n.VLAN, MAC: s.MAC, XDPDelivery: s.XDP, Host: s.Host,
+		ID: id, VLAN: n.VLAN, MAC: s.MAC, XDPDelivery: s.XDP, Host: s.Host, StormLimit: s.StormLimit,
 		Netns: tg.name, NetnsIno: tg.ino, Ifname: s.Name, IP: s.IP,
 		Outer: outer, MTU: s.MTU, Gateway: gateway,
 	}}

@@ -110,7 +110,7 @@ func (r *Root) network(name string) (*loader.Handle, tables.Network, []tables.Re
 // CreateNetwork creates a network on an attached parent. Network names are
 // unique under the root; each VLAN of a parent has at most one network.
 func (r *Root) CreateNetwork(parent string, s NetworkSpec) (tables.Network, error) {
-	n := tables.Network{Name: s.Name, VLAN: s.VLAN, Mode: s.Mode, Subnet: s.Subnet, Gateway: s.Gateway, MTU: s.MTU}
+	n := tables.Network{Name: s.Name, VLAN: s.VLAN, Mode: s.Mode, Subnet: s.Subnet, Gateway: s.Gateway, MTU: s.MTU, StormLimit: s.StormLimit}
 	if err := CheckNetworkName(n.Name); err != nil {
 		return n, err
 	}
