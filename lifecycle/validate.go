@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"strconv"
 
 	"github.com/vishvananda/netlink"
 
@@ -116,6 +117,20 @@ func CheckStormLimit(pps uint32) error {
 		return fmt.Errorf("storm limit %d frames/s outside 1..%d (0 = no limit)", pps, MaxStormLimit)
 	}
 	return nil
+}
+
+// ParseStormLimit reads a storm limit as a user writes it (--storm-limit,
+// Docker's -o storm-limit): a decimal number of frames per second, "" = 0 =
+// no limit. The error names the value and the range.
+func ParseStormLimit(s string) (uint32, error) {
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || v > MaxStormLimit {
+		return 0, fmt.Errorf("invalid storm limit %q: want frames per second, 1..%d, or 0 for no limit", s, MaxStormLimit)
+	}
+	return uint32(v), nil
 }
 
 // CheckNetwork checks a network before it is created: name, VLAN, MTU (0:

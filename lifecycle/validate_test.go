@@ -96,6 +96,27 @@ func TestCheckNetwork(t *testing.T) {
 	}
 }
 
+func TestParseStormLimit(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want uint32
+		err  string
+	}{
+		{"", 0, ""},
+		{"0", 0, ""},
+		{"1", 1, ""},
+		{"100000000", MaxStormLimit, ""},
+		{"100000001", 0, `invalid storm limit "100000001": want frames per second, 1..100000000, or 0 for no limit`},
+		{"-5", 0, `invalid storm limit "-5": want frames per second, 1..100000000, or 0 for no limit`},
+		{"1k", 0, `invalid storm limit "1k": want frames per second, 1..100000000, or 0 for no limit`},
+	} {
+		got, err := ParseStormLimit(tc.in)
+		if got != tc.want || errString(err) != tc.err {
+			t.Errorf("%q: got %d %q, want %d %q", tc.in, got, errString(err), tc.want, tc.err)
+		}
+	}
+}
+
 // An existing default route decides: the network's gateway is then
 // skipped, an explicit one refused; a host endpoint gets none.
 func TestDefaultGateway(t *testing.T) {
