@@ -164,6 +164,13 @@ func TestStormEndpoint(t *testing.T) {
 	}
 	f.checkStormed(t, before, n, 0, 2)
 
+	// A limit set live applies from the next frame.
+	if err := f.tbl.SetEndpointStormLimit(b.Ifindex, 10); err != nil {
+		t.Fatal(err)
+	}
+	rets, took = f.burst(t, f.dp.Programs.XmvEpTx, b.Ifindex, repeat(ethFrame(bcast, b.MAC.String(), nil, 0x0806, 28), n))
+	checkPasses(t, "limit set live", count(rets, tcActRedirect), 10, n, took)
+
 	// a's bucket is empty now; its unicast is not storm control's.
 	rets, _ = f.burst(t, f.dp.Programs.XmvEpTx, a.Ifindex, repeat(ethFrame(unknown, a.MAC.String(), nil, 0x0806, 28), n))
 	if got := count(rets, tcActRedirect); got != n {
