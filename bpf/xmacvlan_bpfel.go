@@ -34,16 +34,18 @@ const (
 	XmacvlanDropReasonDROP_LOOPED               XmacvlanDropReason = 9
 	XmacvlanDropReasonDROP_TOO_BIG              XmacvlanDropReason = 10
 	XmacvlanDropReasonDROP_NO_PARENT            XmacvlanDropReason = 11
-	XmacvlanDropReasonDROP_REASON_MAX           XmacvlanDropReason = 12
+	XmacvlanDropReasonDROP_STORM                XmacvlanDropReason = 12
+	XmacvlanDropReasonDROP_REASON_MAX           XmacvlanDropReason = 13
 )
 
 type XmacvlanEndpoint struct {
-	_       structs.HostLayout
-	Ifindex uint32
-	Id      uint32
-	Vlan    uint16
-	Mac     [6]uint8
-	Flags   XmacvlanEndpointFlags
+	_        structs.HostLayout
+	Ifindex  uint32
+	Id       uint32
+	Vlan     uint16
+	Mac      [6]uint8
+	Flags    XmacvlanEndpointFlags
+	StormPps uint32
 }
 
 type XmacvlanEndpointFlags uint32
@@ -68,6 +70,8 @@ type XmacvlanEndpointInfo struct {
 	Pad      [2]uint8
 	Outer    [16]int8
 	Gateway  [16]uint8
+	StormPps uint32
+	_        [4]byte
 }
 
 type XmacvlanEvent uint32
@@ -105,13 +109,13 @@ const (
 )
 
 type XmacvlanNetwork struct {
-	_       structs.HostLayout
-	Mode    XmacvlanNetMode
-	Mtu     uint32
-	Flags   uint32
-	Name    [32]int8
-	Subnet  XmacvlanPrefix
-	Gateway [16]uint8
+	_        structs.HostLayout
+	Mode     XmacvlanNetMode
+	Mtu      uint32
+	StormPps uint32
+	Name     [32]int8
+	Subnet   XmacvlanPrefix
+	Gateway  [16]uint8
 }
 
 type XmacvlanPrefix struct {
@@ -137,6 +141,17 @@ type XmacvlanSettings struct {
 	Generic       uint8
 	_             [3]byte
 	NetnsCookie   uint64
+}
+
+type XmacvlanStormBucket struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad    uint32
+	Tokens uint64
+	LastNs uint64
 }
 
 type XmacvlanTraffic struct {
@@ -177,6 +192,7 @@ const (
 	XmacvlanMapXmvNetworks    = "xmv_networks"
 	XmacvlanMapXmvRedirect    = "xmv_redirect"
 	XmacvlanMapXmvSettings    = "xmv_settings"
+	XmacvlanMapXmvStorm       = "xmv_storm"
 	XmacvlanMapXmvVlanRetired = "xmv_vlan_retired"
 	XmacvlanMapXmvVlanStats   = "xmv_vlan_stats"
 	XmacvlanMapXmvVlans       = "xmv_vlans"
@@ -251,6 +267,7 @@ type XmacvlanMapSpecs struct {
 	XmvNetworks    *ebpf.MapSpec `ebpf:"xmv_networks"`
 	XmvRedirect    *ebpf.MapSpec `ebpf:"xmv_redirect"`
 	XmvSettings    *ebpf.MapSpec `ebpf:"xmv_settings"`
+	XmvStorm       *ebpf.MapSpec `ebpf:"xmv_storm"`
 	XmvVlanRetired *ebpf.MapSpec `ebpf:"xmv_vlan_retired"`
 	XmvVlanStats   *ebpf.MapSpec `ebpf:"xmv_vlan_stats"`
 	XmvVlans       *ebpf.MapSpec `ebpf:"xmv_vlans"`
@@ -293,6 +310,7 @@ type XmacvlanMaps struct {
 	XmvNetworks    *ebpf.Map `ebpf:"xmv_networks"`
 	XmvRedirect    *ebpf.Map `ebpf:"xmv_redirect"`
 	XmvSettings    *ebpf.Map `ebpf:"xmv_settings"`
+	XmvStorm       *ebpf.Map `ebpf:"xmv_storm"`
 	XmvVlanRetired *ebpf.Map `ebpf:"xmv_vlan_retired"`
 	XmvVlanStats   *ebpf.Map `ebpf:"xmv_vlan_stats"`
 	XmvVlans       *ebpf.Map `ebpf:"xmv_vlans"`
@@ -310,6 +328,7 @@ func (m *XmacvlanMaps) Close() error {
 		m.XmvNetworks,
 		m.XmvRedirect,
 		m.XmvSettings,
+		m.XmvStorm,
 		m.XmvVlanRetired,
 		m.XmvVlanStats,
 		m.XmvVlans,

@@ -49,6 +49,10 @@ type NetworkSpec struct {
 	Subnet  *net.IPNet // nil: none; masked to its network address
 	Gateway net.IP     // nil: none; inside Subnet
 	MTU     int        // 0: the parent's; else 68..the parent's
+	// StormLimit caps the broadcast, multicast and untagged unknown-unicast
+	// frames the VLAN floods, in frames per second, all sources together
+	// (0: no limit; else 1..MaxStormLimit). README "Storm control".
+	StormLimit uint32
 }
 
 // Selector names one endpoint of a network: by namespace (name, path or
@@ -106,7 +110,7 @@ func (r *Root) network(name string) (*loader.Handle, tables.Network, []tables.Re
 // CreateNetwork creates a network on an attached parent. Network names are
 // unique under the root; each VLAN of a parent has at most one network.
 func (r *Root) CreateNetwork(parent string, s NetworkSpec) (tables.Network, error) {
-	n := tables.Network{Name: s.Name, VLAN: s.VLAN, Mode: s.Mode, Subnet: s.Subnet, Gateway: s.Gateway, MTU: s.MTU}
+	n := tables.Network{Name: s.Name, VLAN: s.VLAN, Mode: s.Mode, Subnet: s.Subnet, Gateway: s.Gateway, MTU: s.MTU, StormLimit: s.StormLimit}
 	if err := CheckNetworkName(n.Name); err != nil {
 		return n, err
 	}
@@ -161,6 +165,38 @@ func (r *Root) DeleteNetwork(name string, force bool) error {
 		}
 	}
 	return h.Tables.DeleteNetwork(n.VLAN)
+}
+
+// SetNetworkStormLimit changes network name's storm limit live (frames per
+// second, 0 = none; CheckStormLimit).
+func (r *Root) SetNetworkStormLimit(name string, pps uint32) error {
+	if err := CheckStormLimit(pps); err != nil {
+		return err
+	}
+	h, n, _, err := r.followingNetwork(name)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return h.Tables.SetNetworkStormLimit(n.VLAN, pps)
+}
+
+// SetEndpointStormLimit changes the storm limit of the endpoint sel names
+// on network live (frames per second, 0 = none; CheckStormLimit).
+func (r *Root) SetEndpointStormLimit(network string, sel Selector, pps uint32) error {
+	if err := CheckStormLimit(pps); err != nil {
+		return err
+	}
+	h, n, recs, err := r.followingNetwork(network)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	rec, found := findRecord(n, sel, recs)
+	if !found {
+		return fmt.Errorf("no such endpoint on network %s", network)
+	}
+	return h.Tables.SetEndpointStormLimit(rec.Ifindex, pps)
 }
 
 // Networks lists the networks of every parent under the root.

@@ -58,6 +58,9 @@ type Network struct {
 	Name    string     `json:"name"`
 	Subnet  *net.IPNet `json:"subnet,omitempty"`
 	Gateway net.IP     `json:"gateway,omitempty"`
+	// StormLimit: frames per second the VLAN floods (all senders, the
+	// wire included); 0 = no limit.
+	StormLimit uint32 `json:"storm_limit"`
 }
 
 // Endpoint is one container interface: what the datapath needs, and where
@@ -69,6 +72,7 @@ type Endpoint struct {
 	MAC         net.HardwareAddr `json:"mac"`
 	XDPDelivery bool             `json:"xdp_delivery"`
 	Host        bool             `json:"host"`
+	StormLimit  uint32           `json:"storm_limit"` // frames per second it may flood; 0 = no limit
 
 	Netns    string     `json:"netns"`     // as the user named it
 	NetnsIno uint64     `json:"netns_ino"` // identifies the namespace
@@ -105,7 +109,7 @@ func fitsMAC(mac net.HardwareAddr) error {
 }
 
 func (ep Endpoint) raw() bpf.XmacvlanEndpoint {
-	raw := bpf.XmacvlanEndpoint{Ifindex: uint32(ep.Ifindex), Id: uint32(ep.ID), Vlan: ep.VLAN}
+	raw := bpf.XmacvlanEndpoint{Ifindex: uint32(ep.Ifindex), Id: uint32(ep.ID), Vlan: ep.VLAN, StormPps: ep.StormLimit}
 	copy(raw.Mac[:], ep.MAC)
 	if ep.XDPDelivery {
 		raw.Flags |= bpf.XmacvlanEndpointFlagsEP_XDP_DELIVERY
@@ -124,6 +128,7 @@ func endpointFromRaw(raw bpf.XmacvlanEndpoint) Endpoint {
 		MAC:         append(net.HardwareAddr(nil), raw.Mac[:]...),
 		XDPDelivery: raw.Flags&bpf.XmacvlanEndpointFlagsEP_XDP_DELIVERY != 0,
 		Host:        raw.Flags&bpf.XmacvlanEndpointFlagsEP_HOST != 0,
+		StormLimit:  raw.StormPps,
 	}
 }
 
@@ -145,6 +150,14 @@ func (t *Tables) AddNetwork(n Network) error {
 	if len(n.Name) > MaxNameLen {
 		return fmt.Errorf("network name %q is longer than %d bytes", n.Name, MaxNameLen)
 	}
+	if _, ok, err := t.Network(n.VLAN); err != nil {
+		return err
+	} else if ok {
+		return fmt.Errorf("VLAN %d already has a network", n.VLAN)
+	}
+	if err := t.resetStorm(StormVLANKey(n.VLAN)); err != nil {
+		return err
+	}
 	err := t.m.XmvNetworks.Update(n.VLAN, n.raw(), ebpf.UpdateNoExist)
 	switch {
 	case errors.Is(err, ebpf.ErrKeyExist):
@@ -152,7 +165,7 @@ func (t *Tables) AddNetwork(n Network) error {
 	case err != nil:
 		return fullOr(err, "networks")
 	}
-	v := bpf.XmacvlanVlan{Flags: uint32(bpf.XmacvlanVlanFlagsVLAN_DEFINED), Mode: bpf.XmacvlanNetMode(n.Mode)}
+	v := bpf.XmacvlanVlan{Flags: uint32(bpf.XmacvlanVlanFlagsVLAN_DEFINED), Mode: bpf.XmacvlanNetMode(n.Mode), StormPps: n.StormLimit}
 	if err := t.putVLAN(n.VLAN, v); err != nil {
 		t.m.XmvNetworks.Delete(n.VLAN)
 		return err
@@ -172,6 +185,67 @@ func (t *Tables) vlanEntry(vlan uint16) (bpf.XmacvlanVlan, error) {
 func (t *Tables) putVLAN(vlan uint16, v bpf.XmacvlanVlan) error {
 	if err := t.m.XmvVlans.Update(uint32(vlan), v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("VLAN table entry %d: %w", vlan, err)
+	}
+	return nil
+}
+
+// SetNetworkStormLimit changes vlan's storm limit (frames per second, 0 =
+// none); the datapath applies it from the next frame.
+func (t *Tables) SetNetworkStormLimit(vlan uint16, pps uint32) error {
+	var raw bpf.XmacvlanNetwork
+	if err := t.m.XmvNetworks.Lookup(vlan, &raw); err != nil {
+		return fmt.Errorf("network %d: %w", vlan, err)
+	}
+	raw.StormPps = pps
+	if err := t.m.XmvNetworks.Update(vlan, raw, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("network %d: %w", vlan, err)
+	}
+	// The definition first: SyncVLANs finishes a change a crash interrupts.
+	v, err := t.vlanEntry(vlan)
+	if err != nil {
+		return err
+	}
+	v.StormPps = pps
+	return t.putVLAN(vlan, v)
+}
+
+// SetEndpointStormLimit changes the storm limit of the endpoint whose outer
+// veth is ifindex (frames per second, 0 = none) in its record and in every
+// table that holds a copy of it (endpoint, MAC, flood list).
+func (t *Tables) SetEndpointStormLimit(ifindex int, pps uint32) error {
+	ep, ok, err := t.Endpoint(ifindex)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return fmt.Errorf("ifindex %d is not an endpoint", ifindex)
+	}
+	if r, ok, err := t.Record(ep.ID); err != nil {
+		return err
+	} else if ok && r.Ifindex == ifindex {
+		r.StormLimit = pps
+		if err := t.PutRecord(r); err != nil {
+			return err
+		}
+	}
+	ep.StormLimit = pps
+	raw := ep.raw()
+	if err := t.m.XmvEndpoints.Update(uint32(ifindex), raw, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("endpoint table: %w", err)
+	}
+	if err := t.m.XmvMacs.Update(macKey(ep.VLAN, ep.MAC), raw, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("MAC table: %w", err)
+	}
+	list, err := t.FloodList(ep.VLAN)
+	if err != nil {
+		return err
+	}
+	for i, member := range list {
+		if member == ifindex {
+			if err := t.m.XmvFlood.Update(bpf.XmacvlanFloodKey{Vlan: ep.VLAN, Idx: uint16(i)}, raw, ebpf.UpdateExist); err != nil {
+				return fmt.Errorf("flood list of VLAN %d: %w", ep.VLAN, err)
+			}
+		}
 	}
 	return nil
 }
@@ -221,6 +295,7 @@ func (t *Tables) SyncVLANs(dryRun bool) ([]uint16, error) {
 		if ok {
 			want.Flags |= uint32(bpf.XmacvlanVlanFlagsVLAN_DEFINED)
 			want.Mode = def.Mode
+			want.StormPps = def.StormPps
 		} else {
 			want = bpf.XmacvlanVlan{}
 		}
@@ -255,7 +330,7 @@ func (t *Tables) Network(vlan uint16) (n Network, ok bool, err error) {
 }
 
 func (n Network) raw() bpf.XmacvlanNetwork {
-	raw := bpf.XmacvlanNetwork{Mode: bpf.XmacvlanNetMode(n.Mode), Mtu: uint32(n.MTU), Subnet: prefixToRaw(n.Subnet)}
+	raw := bpf.XmacvlanNetwork{Mode: bpf.XmacvlanNetMode(n.Mode), Mtu: uint32(n.MTU), Subnet: prefixToRaw(n.Subnet), StormPps: n.StormLimit}
 	putString(raw.Name[:], n.Name)
 	if n.Gateway != nil {
 		copy(raw.Gateway[:], n.Gateway.To16())
@@ -266,7 +341,7 @@ func (n Network) raw() bpf.XmacvlanNetwork {
 func networkFromRaw(vlan uint16, raw bpf.XmacvlanNetwork, v bpf.XmacvlanVlan) Network {
 	n := Network{
 		VLAN: vlan, Mode: Mode(raw.Mode), Members: int(v.Members), MTU: int(raw.Mtu),
-		Name: getString(raw.Name[:]), Subnet: prefixFromRaw(raw.Subnet),
+		Name: getString(raw.Name[:]), Subnet: prefixFromRaw(raw.Subnet), StormLimit: raw.StormPps,
 	}
 	if gw := net.IP(raw.Gateway[:]); !gw.IsUnspecified() {
 		n.Gateway = unmap(append(net.IP(nil), gw...))
@@ -372,6 +447,9 @@ func (t *Tables) PlugEndpoint(ep Endpoint) error {
 		return err
 	}
 	if err := t.zeroStats(ep.ID); err != nil {
+		return fail(err)
+	}
+	if err := t.resetStorm(uint32(ep.ID)); err != nil {
 		return fail(err)
 	}
 	raw := ep.raw()

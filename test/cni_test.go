@@ -330,7 +330,9 @@ func TestCNIPlugin(t *testing.T) {
 	h, far := newCNILab(t)
 
 	net10 := h.conflist(testutil.Name("c10"), "1.1.0", h.xmvPlugin(10, "172.16.10.0/24", "172.16.10.2", "172.16.10.50", "172.16.10.1"))
-	net20 := h.conflist(testutil.Name("c20"), "1.1.0", h.xmvPlugin(20, "172.16.10.0/24", "172.16.10.200", "172.16.10.250", ""))
+	p20 := h.xmvPlugin(20, "172.16.10.0/24", "172.16.10.200", "172.16.10.250", "")
+	p20["stormLimit"] = 300
+	net20 := h.conflist(testutil.Name("c20"), "1.1.0", p20)
 	net30 := h.conflist(testutil.Name("c30"), "1.1.0", h.xmvPlugin(30, "172.16.30.0/24", "172.16.30.2", "172.16.30.50", ""),
 		plugin{"type": "tuning", "promisc": true})
 
@@ -351,6 +353,9 @@ func TestCNIPlugin(t *testing.T) {
 		t.Fatalf("ADD with runtimeConfig.mac 02:00:00:00:10:02: got %s", r2.Interfaces[0].Mac)
 	}
 	r3 := h.add(net20, c3, "eth0")
+	if eps := h.endpoints(net20); len(eps) != 1 || eps[0].StormLimit != 300 {
+		t.Fatalf("stormLimit 300 in the config: endpoints %+v", eps)
+	}
 	r1b := h.add(net30, c1, "net1")
 	r4 := h.add(net30, c4, "eth0")
 	if mustLink(t, c1, "net1").Attrs().Promisc == 0 {
@@ -643,6 +648,7 @@ func TestCNIInvalidInput(t *testing.T) {
 		{"missing parent", func(p map[string]any) { delete(p, "parent") }, "", 7, `"parent" is required`},
 		{"vlan 5000", func(p map[string]any) { p["vlan"] = 5000 }, "", 7, "invalid VLAN 5000: want 1..4094"},
 		{"unknown mode", func(p map[string]any) { p["mode"] = "passthru" }, "", 7, `mode "passthru"`},
+		{"negative storm limit", func(p map[string]any) { p["stormLimit"] = -1 }, "", 7, "stormLimit -1: want frames per second, 1..100000000, or 0 for no limit"},
 		{"bad MAC in CNI_ARGS", func(map[string]any) {}, "IgnoreUnknown=1;MAC=01:00:5e:00:00:01", 4, "MAC=01:00:5e:00:00:01"},
 		{"unparsable MAC in CNI_ARGS", func(map[string]any) {}, "IgnoreUnknown=1;MAC=zz", 4, "MAC=zz"},
 		{"bad runtimeConfig.mac", func(p map[string]any) { p["runtimeConfig"] = map[string]string{"mac": "nope"} }, "", 7, "runtimeConfig.mac"},
