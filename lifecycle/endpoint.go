@@ -142,6 +142,18 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec, recs []tables.Recor
 			}
 		}
 	}
+	if s.XDP {
+		// The XDP program first (auto attaches it for the first such
+		// endpoint; off refuses): nothing is built yet.
+		if err := h.SyncXDP(true); err != nil {
+			return ep, err
+		}
+		defer func() {
+			if err != nil {
+				h.SyncXDP(false)
+			}
+		}()
+	}
 	id, err := h.Tables.FreeID(recs)
 	if err != nil {
 		return ep, err
