@@ -25,10 +25,15 @@ type ParentSnapshot struct {
 // an endpoint's outer end, the frames towards the endpoint that found its
 // ring (or, without NAPI, the CPU's input backlog) full, in veth_xmit.
 // Flood copies and host traffic pass there; unicast from the wire does
-// not (bpf_redirect_peer).
+// not (bpf_redirect_peer). A dump that links changing meanwhile keep
+// interrupting is retried, then taken as it is: a veth it missed has no
+// entry, never a false 0.
 func VethRxDropped() (map[int]uint64, error) {
 	links, err := netlink.LinkList()
-	if err != nil {
+	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 5; try++ {
+		links, err = netlink.LinkList()
+	}
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return nil, fmt.Errorf("list interfaces: %w", err)
 	}
 	out := map[int]uint64{}

@@ -172,7 +172,9 @@ func (c *Collector) metrics(snaps []loader.ParentSnapshot, owners map[string]Own
 			b.add(c.rxBytes, prometheus.CounterValue, e.Traffic.RxBytes, l...)
 			b.add(c.txPackets, prometheus.CounterValue, e.Traffic.TxPackets, l...)
 			b.add(c.txBytes, prometheus.CounterValue, e.Traffic.TxBytes, l...)
-			b.add(c.rxDropped, prometheus.CounterValue, s.RxDropped[e.Endpoint.Ifindex], l...)
+			if n, ok := s.RxDropped[e.Endpoint.Ifindex]; ok {
+				b.add(c.rxDropped, prometheus.CounterValue, n, l...)
+			}
 			o := owners[e.Endpoint.Outer]
 			b.add(c.endpointInfo, prometheus.GaugeValue, 1, slices.Concat(l, []string{e.Endpoint.MAC.String(), e.Endpoint.Outer, o.DockerEndpoint, o.Container})...)
 		}
