@@ -240,6 +240,10 @@ type EndpointStatus struct {
 	tables.Endpoint
 	State tables.State `json:"state"`
 	Stale bool         `json:"stale"`
+	// RxDropped counts the frames towards the endpoint its veth dropped:
+	// flood copies (and host traffic) that found the endpoint's ring full
+	// (loader.VethRxDropped).
+	RxDropped uint64 `json:"rx_dropped"`
 }
 
 // Endpoints lists the endpoints of network, or of every network for "".
@@ -250,6 +254,10 @@ func (r *Root) Endpoints(network string) ([]EndpointStatus, error) {
 	}
 	out := []EndpointStatus{}
 	found := false
+	drops, err := loader.VethRxDropped()
+	if err != nil {
+		return nil, err
+	}
 	for _, n := range nets {
 		if network != "" && n.Name != network {
 			continue
@@ -266,7 +274,8 @@ func (r *Root) Endpoints(network string) ([]EndpointStatus, error) {
 		}
 		for _, rec := range recs {
 			if rec.VLAN == n.VLAN {
-				out = append(out, EndpointStatus{Network: n.Name, Endpoint: rec.Endpoint, State: rec.State, Stale: isStale(rec)})
+				out = append(out, EndpointStatus{Network: n.Name, Endpoint: rec.Endpoint, State: rec.State, Stale: isStale(rec),
+					RxDropped: drops[rec.Ifindex]})
 			}
 		}
 	}
@@ -468,7 +477,17 @@ func teardown(h *loader.Handle, id int) error {
 	if err := h.Tables.RetireCounters(rec.ID, rec.Ifindex, rec.VLAN); err != nil {
 		return err
 	}
-	return h.Tables.DeleteRecord(rec.ID)
+	if err := h.Tables.DeleteRecord(rec.ID); err != nil {
+		return err
+	}
+	if rec.XDPDelivery {
+		// Under --xdp auto the XDP program may go with the last such
+		// endpoint.
+		if err := h.SyncXDP(false); err != nil {
+			return fmt.Errorf("endpoint %s removed, but not the XDP program it needed: %w", rec.Outer, err)
+		}
+	}
+	return nil
 }
 
 // ourOuter finds the outer veth of rec: by ifindex if that interface
