@@ -36,6 +36,7 @@ type config struct {
 	window        time.Duration // each rate is measured over this
 	warmup        time.Duration // after the generator starts
 	tcpTime       time.Duration
+	stormTime     time.Duration // each half of the storm line
 	endpoints     int
 	floodSizes    []int
 	cpu           int // the generator's CPU, and so the receive path's
@@ -52,7 +53,7 @@ type config struct {
 	out           string
 }
 
-// runs says whether phase (paths, flood, upgrade, cost, profile) is on.
+// runs says whether phase (paths, flood, storm, upgrade, cost, profile) is on.
 func (c *config) runs(phase string) bool {
 	return c.only == "" || strings.Contains(","+c.only+",", ","+phase+",")
 }
@@ -66,7 +67,7 @@ func main() {
 	flag.BoolVar(&cfg.trafgen, "trafgen", true, "cross-check delivered pps with trafgen")
 	flag.BoolVar(&cfg.profile, "profile", true, "measure in-situ program cost with ebpf.EnableStats")
 	flag.BoolVar(&cfg.perf, "perf", true, "sample the receive CPU with perf during the profile, where perf is installed")
-	flag.StringVar(&cfg.only, "only", "", "run only these phases: paths,flood,upgrade,cost,profile")
+	flag.StringVar(&cfg.only, "only", "", "run only these phases: paths,flood,storm,upgrade,cost,profile")
 	flag.StringVar(&cfg.out, "out", "bench/results", "directory for latest.json and latest.svg")
 	window := flag.Duration("window", 0, "override the measuring window")
 	flag.Parse()
@@ -89,6 +90,7 @@ func (c *config) fill() {
 		c.floodRounds = 1
 		c.window, c.warmup = 500*time.Millisecond, 200*time.Millisecond
 		c.tcpTime = time.Second
+		c.stormTime = time.Second
 		c.upgradeWindow, c.swaps = time.Second, 2
 		c.costRepeat, c.costFresh = 20000, 2000
 		return
@@ -96,9 +98,10 @@ func (c *config) fill() {
 	if c.rounds == 0 {
 		c.rounds = 5
 	}
-	c.floodRounds = c.rounds
+	c.floodRounds = min(c.rounds, 3)
 	c.window, c.warmup = 2*time.Second, 500*time.Millisecond
 	c.tcpTime = 10 * time.Second
+	c.stormTime = 4 * time.Second
 	c.upgradeWindow, c.swaps = 3*time.Second, 5
 	c.costRepeat, c.costFresh = 200000, 20000
 }
@@ -214,11 +217,22 @@ func (b *bench) all() error {
 			break
 		}
 		for r := range cfg.floodRounds {
-			for _, p := range rotate([]path{kernel, xmvSKB}, r) {
+			for _, p := range rotate([]path{kernel, xmvSKB, xmvTCX}, r) {
 				b.log("flood round %d/%d: %s, %d members", r+1, cfg.floodRounds, p, n)
 				if err := b.flood(r, n, p); err != nil {
 					return err
 				}
+			}
+		}
+	}
+	for r := range cfg.rounds {
+		if !cfg.runs("storm") {
+			break
+		}
+		for _, p := range rotate(stormPaths(), r) {
+			b.log("storm round %d/%d: %s", r+1, cfg.rounds, p)
+			if err := b.storm(r, p); err != nil {
+				return err
 			}
 		}
 	}
