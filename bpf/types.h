@@ -42,6 +42,7 @@ struct network {
 	char name[NAME_LEN];
 	struct prefix subnet;
 	__u8 gateway[16]; /* all zero = none */
+	__u32 storm_pps;  /* storm control: frames/s the VLAN floods; 0 = no limit (storm.h) */
 };
 
 /* MAC table key. */
@@ -64,6 +65,7 @@ struct endpoint {
 	__u16 vlan;
 	__u8 mac[6];
 	enum endpoint_flags flags; /* a bit set */
+	__u32 storm_pps; /* storm control: frames/s it may flood; 0 = no limit (storm.h) */
 };
 
 /* Control plane only: the record of an endpoint, keyed by its id. Written
@@ -83,6 +85,7 @@ struct endpoint_info {
 	__u8 pad[2];
 	char outer[IFNAME_LEN]; /* the outer veth's name */
 	__u8 gateway[16];      /* default route we installed; all zero = none */
+	__u32 storm_pps;       /* as in struct endpoint */
 };
 
 /* Flood list key: member idx (0..network.members-1) of a VLAN -> outer ifindex. */
@@ -124,6 +127,7 @@ enum drop_reason {
 	DROP_LOOPED,              /* a local endpoint's flood came back from the wire */
 	DROP_TOO_BIG,             /* endpoint's frame longer than the parent's MTU allows */
 	DROP_NO_PARENT,           /* endpoint's frame for the wire, and the parent is gone */
+	DROP_STORM,               /* flood over the endpoint's or the VLAN's storm limit */
 	DROP_REASON_MAX,
 };
 

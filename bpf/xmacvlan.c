@@ -21,6 +21,7 @@
 #include "parse.h"
 #include "maps.h"
 #include "counters.h"
+#include "storm.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -200,6 +201,25 @@ int xmv_rx_xdp_meta(struct xdp_md *ctx)
 
 /* ---- TC helpers -------------------------------------------------------- */
 
+/* The VLAN's storm limit, frames per second (0: none). */
+static __always_inline __u32 vlan_storm_pps(const struct network *net)
+{
+	return net->storm_pps;
+}
+
+/* Storm control for a frame vlan floods: 1 if it may pass. */
+static __always_inline int storm_allow_vlan(__u16 vlan, const struct network *net)
+{
+	return storm_allow(STORM_VLAN_KEY(vlan), vlan_storm_pps(net));
+}
+
+/* Storm control for a frame an endpoint floods: its own bucket first, so
+ * that a storming endpoint is stopped before it spends the VLAN's. */
+static __always_inline int storm_allow_tx(const struct endpoint *ep, const struct network *net)
+{
+	return storm_allow(ep->id, ep->storm_pps) && storm_allow_vlan(ep->vlan, net);
+}
+
 /* Parses an skb at TC. The stack normally moved the outer tag into
  * skb->vlan_tci already; a tag still in the bytes is handled as well. */
 static __always_inline int skb_parse(struct __sk_buff *skb, struct frame *f)
@@ -340,6 +360,12 @@ int xmv_rx_tc(struct __sk_buff *skb)
 				return TC_ACT_SHOT;
 			}
 		}
+		/* Over the limit, no member gets a copy; the host, which
+		 * the limit does not cover, still gets its own. */
+		if (!storm_allow_vlan(vlan, net)) {
+			count_drop(DROP_STORM, skb->len);
+			return vlan ? TC_ACT_SHOT : TC_ACT_OK;
+		}
 		if (skb_strip_tag(skb))
 			return TC_ACT_SHOT;
 		count_rx(&xmv_vlan_stats, vlan, skb->len);
@@ -435,14 +461,29 @@ int xmv_ep_tx(struct __sk_buff *skb)
 		count_drop(DROP_NOT_ENDPOINT, skb->len);
 		return TC_ACT_SHOT;
 	}
-	count_tx(&xmv_ep_stats, ep->id, skb->len);
-	count_tx(&xmv_vlan_stats, vlan, skb->len);
 
 	/* The host lives on the untagged segment; with hairpin on it hears
 	 * its endpoints directly, as kernel macvlan cannot arrange. */
 	int hairpin = cfg->hairpin && vlan == 0;
+	int multicast = is_multicast(f.eth->h_dest);
+	int for_host = !multicast && hairpin && mac_equal(f.eth->h_dest, cfg->parent_mac);
+	struct endpoint *peer = 0;
 
-	if (is_multicast(f.eth->h_dest)) {
+	if (!multicast && !for_host) {
+		struct mac_key key = {.vlan = vlan};
+		__builtin_memcpy(key.mac, f.eth->h_dest, ETH_ALEN);
+		peer = bpf_map_lookup_elem(&xmv_macs, &key);
+	}
+	/* Storm control, before any copy: what every member gets, and an
+	 * unknown unicast on the untagged segment, which every switch floods. */
+	if ((multicast || (!peer && !for_host && vlan == 0)) && !storm_allow_tx(ep, net)) {
+		count_drop(DROP_STORM, skb->len);
+		return TC_ACT_SHOT;
+	}
+	count_tx(&xmv_ep_stats, ep->id, skb->len);
+	count_tx(&xmv_vlan_stats, vlan, skb->len);
+
+	if (multicast) {
 		/* In bridge mode the other members get a copy here; in vepa
 		 * mode the switch reflects it; in private mode nobody does. */
 		if (net->mode == MODE_BRIDGE)
@@ -451,12 +492,8 @@ int xmv_ep_tx(struct __sk_buff *skb)
 			to_host(skb, 1);
 		return to_wire(skb, ep, cfg);
 	}
-	if (hairpin && mac_equal(f.eth->h_dest, cfg->parent_mac))
+	if (for_host)
 		return to_host(skb, 0);
-
-	struct mac_key key = {.vlan = vlan};
-	__builtin_memcpy(key.mac, f.eth->h_dest, ETH_ALEN);
-	struct endpoint *peer = bpf_map_lookup_elem(&xmv_macs, &key);
 	if (peer) {
 		if (net->mode == MODE_PRIVATE) {
 			count_drop(DROP_PRIVATE_MODE, skb->len);
@@ -498,6 +535,12 @@ int xmv_host_tx(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	if (is_multicast(f.eth->h_dest)) {
+		/* The limit covers the endpoints' copies, not the host's
+		 * frame to the wire. */
+		if (!storm_allow_vlan(0, net)) {
+			count_drop(DROP_STORM, skb->len);
+			return TC_ACT_OK;
+		}
 		count_event(EV_HAIRPIN_TO_ENDPOINT, skb->len);
 		flood(skb, 0, net->members, f.eth->h_source);
 		return TC_ACT_OK; /* and on to the wire */

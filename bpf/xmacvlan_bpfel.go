@@ -34,16 +34,18 @@ const (
 	XmacvlanDropReasonDROP_LOOPED               XmacvlanDropReason = 9
 	XmacvlanDropReasonDROP_TOO_BIG              XmacvlanDropReason = 10
 	XmacvlanDropReasonDROP_NO_PARENT            XmacvlanDropReason = 11
-	XmacvlanDropReasonDROP_REASON_MAX           XmacvlanDropReason = 12
+	XmacvlanDropReasonDROP_STORM                XmacvlanDropReason = 12
+	XmacvlanDropReasonDROP_REASON_MAX           XmacvlanDropReason = 13
 )
 
 type XmacvlanEndpoint struct {
-	_       structs.HostLayout
-	Ifindex uint32
-	Id      uint32
-	Vlan    uint16
-	Mac     [6]uint8
-	Flags   XmacvlanEndpointFlags
+	_        structs.HostLayout
+	Ifindex  uint32
+	Id       uint32
+	Vlan     uint16
+	Mac      [6]uint8
+	Flags    XmacvlanEndpointFlags
+	StormPps uint32
 }
 
 type XmacvlanEndpointFlags uint32
@@ -68,6 +70,8 @@ type XmacvlanEndpointInfo struct {
 	Pad      [2]uint8
 	Outer    [16]int8
 	Gateway  [16]uint8
+	StormPps uint32
+	_        [4]byte
 }
 
 type XmacvlanEvent uint32
@@ -105,14 +109,15 @@ const (
 )
 
 type XmacvlanNetwork struct {
-	_       structs.HostLayout
-	Mode    XmacvlanNetMode
-	Members uint32
-	Mtu     uint32
-	Flags   uint32
-	Name    [32]int8
-	Subnet  XmacvlanPrefix
-	Gateway [16]uint8
+	_        structs.HostLayout
+	Mode     XmacvlanNetMode
+	Members  uint32
+	Mtu      uint32
+	Flags    uint32
+	Name     [32]int8
+	Subnet   XmacvlanPrefix
+	Gateway  [16]uint8
+	StormPps uint32
 }
 
 type XmacvlanPrefix struct {
@@ -131,6 +136,17 @@ type XmacvlanSettings struct {
 	Generic       uint8
 	_             [3]byte
 	NetnsCookie   uint64
+}
+
+type XmacvlanStormBucket struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad    uint32
+	Tokens uint64
+	LastNs uint64
 }
 
 type XmacvlanTraffic struct {
@@ -155,6 +171,7 @@ const (
 	XmacvlanMapXmvNetworks   = "xmv_networks"
 	XmacvlanMapXmvRedirect   = "xmv_redirect"
 	XmacvlanMapXmvSettings   = "xmv_settings"
+	XmacvlanMapXmvStorm      = "xmv_storm"
 	XmacvlanMapXmvVlanStats  = "xmv_vlan_stats"
 	XmacvlanProgXmvEpTx      = "xmv_ep_tx"
 	XmacvlanProgXmvHostTx    = "xmv_host_tx"
@@ -226,6 +243,7 @@ type XmacvlanMapSpecs struct {
 	XmvNetworks  *ebpf.MapSpec `ebpf:"xmv_networks"`
 	XmvRedirect  *ebpf.MapSpec `ebpf:"xmv_redirect"`
 	XmvSettings  *ebpf.MapSpec `ebpf:"xmv_settings"`
+	XmvStorm     *ebpf.MapSpec `ebpf:"xmv_storm"`
 	XmvVlanStats *ebpf.MapSpec `ebpf:"xmv_vlan_stats"`
 }
 
@@ -265,6 +283,7 @@ type XmacvlanMaps struct {
 	XmvNetworks  *ebpf.Map `ebpf:"xmv_networks"`
 	XmvRedirect  *ebpf.Map `ebpf:"xmv_redirect"`
 	XmvSettings  *ebpf.Map `ebpf:"xmv_settings"`
+	XmvStorm     *ebpf.Map `ebpf:"xmv_storm"`
 	XmvVlanStats *ebpf.Map `ebpf:"xmv_vlan_stats"`
 }
 
@@ -280,6 +299,7 @@ func (m *XmacvlanMaps) Close() error {
 		m.XmvNetworks,
 		m.XmvRedirect,
 		m.XmvSettings,
+		m.XmvStorm,
 		m.XmvVlanStats,
 	)
 }

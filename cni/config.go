@@ -33,6 +33,8 @@ const DefaultStateDir = "/var/lib/cni/xmacvlan"
 //	          used when ADD attaches the parent; an attached parent that
 //	          differs is refused, never changed
 //	delivery  skb (default) or xdp (native XDP redirect into the veth)
+//	stormLimit  broadcast/multicast frames per second the container may
+//	          send (its endpoint's storm limit); 0 or absent: no limit
 //	bpffs     state root; default /sys/fs/bpf/xmacvlan
 //	stateDir  attachment records; default /var/lib/cni/xmacvlan
 //
@@ -45,8 +47,10 @@ type NetConf struct {
 	MTU      int    `json:"mtu"`
 	Hairpin  *bool  `json:"hairpin"`
 	Delivery string `json:"delivery"`
-	BPFFS    string `json:"bpffs"`
-	StateDir string `json:"stateDir"`
+	// A wider type than the limit's, so that -1 or 2^32 get our error.
+	StormLimit int64  `json:"stormLimit"`
+	BPFFS      string `json:"bpffs"`
+	StateDir   string `json:"stateDir"`
 
 	RuntimeConfig struct {
 		MAC string `json:"mac"`
@@ -102,6 +106,9 @@ func parseConf(stdin []byte) (*NetConf, error) {
 	case "skb", "xdp":
 	default:
 		return nil, bad("delivery %q: want skb or xdp", c.Delivery)
+	}
+	if c.StormLimit < 0 || c.StormLimit > lifecycle.MaxStormLimit {
+		return nil, bad("stormLimit %d: want frames per second, 1..%d, or 0 for no limit", c.StormLimit, lifecycle.MaxStormLimit)
 	}
 	if c.BPFFS == "" {
 		c.BPFFS = loader.DefaultRoot

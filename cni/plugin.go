@@ -124,7 +124,8 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		}
 	}()
 
-	spec := lifecycle.Spec{Netns: args.Netns, Name: args.IfName, MAC: mac, MTU: c.MTU, XDP: c.Delivery == "xdp"}
+	spec := lifecycle.Spec{Netns: args.Netns, Name: args.IfName, MAC: mac, MTU: c.MTU, XDP: c.Delivery == "xdp",
+		StormLimit: uint32(c.StormLimit)}
 	primary, gateway := pickPrimary(result)
 	if primary != nil {
 		spec.IP, spec.Gateway = &primary.Address, gateway

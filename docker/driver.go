@@ -409,7 +409,7 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 			return nil, err
 		}
 	}
-	spec := lifecycle.Spec{Netns: req.SandboxKey, Moved: true, XDP: n.Delivery == "xdp"}
+	spec := lifecycle.Spec{Netns: req.SandboxKey, Moved: true, XDP: n.Delivery == "xdp", StormLimit: n.StormLimit}
 	if mac, err := net.ParseMAC(ep.MAC); err == nil {
 		spec.MAC = mac
 	}

@@ -18,7 +18,7 @@ import (
 // `docker network create`.
 const genericOptions = "com.docker.network.generic"
 
-var knownOptions = []string{"parent", "vlan", "mode", "hairpin", "delivery"}
+var knownOptions = []string{"parent", "vlan", "mode", "hairpin", "delivery", "storm-limit"}
 
 // parseNetwork checks a CreateNetwork request and returns the network it
 // asks for. Every error names the option and what it accepts: Docker shows
@@ -82,6 +82,13 @@ func parseNetwork(req *network.CreateNetworkRequest) (Network, error) {
 			return n, fmt.Errorf("-o delivery=%s: want skb or xdp", v)
 		}
 		n.Delivery = v
+	}
+	if v, ok := opts["storm-limit"]; ok {
+		pps, err := lifecycle.ParseStormLimit(v)
+		if err != nil {
+			return n, fmt.Errorf("-o storm-limit=%s: want frames per second each container may flood, 1..%d, or 0 for no limit", v, lifecycle.MaxStormLimit)
+		}
+		n.StormLimit = pps
 	}
 	if len(req.IPv4Data) > 1 || len(req.IPv6Data) > 1 {
 		return n, fmt.Errorf("one subnet per address family and network: got %d IPv4 and %d IPv6", len(req.IPv4Data), len(req.IPv6Data))

@@ -20,17 +20,17 @@ func createRequest(opts map[string]any, v4 ...*network.IPAMData) *network.Create
 }
 
 func TestParseNetwork(t *testing.T) {
-	n, err := parseNetwork(createRequest(map[string]any{"parent": "lo", "vlan": "10", "mode": "private", "hairpin": "on", "delivery": "xdp"}))
+	n, err := parseNetwork(createRequest(map[string]any{"parent": "lo", "vlan": "10", "mode": "private", "hairpin": "on", "delivery": "xdp", "storm-limit": "2000"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Network{Name: "docker-0123456789ab", Parent: "lo", VLAN: 10, Mode: "private", Hairpin: true, Delivery: "xdp",
+	want := Network{Name: "docker-0123456789ab", Parent: "lo", VLAN: 10, Mode: "private", Hairpin: true, Delivery: "xdp", StormLimit: 2000,
 		Subnet: "172.16.10.0/24", Gateway: "172.16.10.1"}
 	if n != want {
 		t.Errorf("got %+v, want %+v", n, want)
 	}
 	n, err = parseNetwork(createRequest(map[string]any{"parent": "lo"}))
-	if err != nil || n.VLAN != 0 || n.Mode != "bridge" || n.Delivery != "skb" || n.Hairpin {
+	if err != nil || n.VLAN != 0 || n.Mode != "bridge" || n.Delivery != "skb" || n.Hairpin || n.StormLimit != 0 {
 		t.Errorf("defaults: %+v %v", n, err)
 	}
 }
@@ -63,6 +63,8 @@ func TestParseNetworkRefuses(t *testing.T) {
 		{createRequest(map[string]any{"parent": "lo", "mode": "passthru"}), "-o mode=passthru: want bridge, private or vepa"},
 		{createRequest(map[string]any{"parent": "lo", "hairpin": "yes"}), "-o hairpin=yes: want on or off"},
 		{createRequest(map[string]any{"parent": "lo", "delivery": "af_xdp"}), "-o delivery=af_xdp: want skb or xdp"},
+		{createRequest(map[string]any{"parent": "lo", "storm-limit": "-1"}), "-o storm-limit=-1: want frames per second each container may flood, 1..100000000, or 0 for no limit"},
+		{createRequest(map[string]any{"parent": "lo", "storm-limit": "100000001"}), "-o storm-limit=100000001: want"},
 		{createRequest(map[string]any{"parent": "lo", "b": "1", "a": "2"}), "unknown option a, b"},
 		{createRequest(map[string]any{"parent": "lo"}, []*network.IPAMData{}...), "a subnet is needed"},
 		{createRequest(map[string]any{"parent": "lo"}, &network.IPAMData{Pool: "10.0.0.0/24"}, &network.IPAMData{Pool: "10.1.0.0/24"}), "one subnet per address family and network: got 2 IPv4"},

@@ -28,8 +28,11 @@ type Network struct {
 	Mode     string `json:"mode"`
 	Hairpin  bool   `json:"hairpin"`
 	Delivery string `json:"delivery"`
-	Subnet   string `json:"subnet"`            // 172.16.10.0/24; fd00:10::/64 on an IPv6-only network
-	Gateway  string `json:"gateway,omitempty"` // 172.16.10.1
+	// StormLimit: broadcast/multicast frames per second each container
+	// may send (its endpoint's storm limit); 0 = no limit.
+	StormLimit uint32 `json:"storm_limit,omitempty"`
+	Subnet     string `json:"subnet"`            // 172.16.10.0/24; fd00:10::/64 on an IPv6-only network
+	Gateway    string `json:"gateway,omitempty"` // 172.16.10.1
 	// The IPv6 subnet of a dual-stack network (--ipv6): Docker configures
 	// its addresses, the xmacvlan network knows only Subnet.
 	Subnet6  string `json:"subnet6,omitempty"`  // fd00:10::/64

@@ -35,6 +35,10 @@ type Spec struct {
 	MTU     int              // 0: the network's, else the parent's
 	XDP     bool             // receive by native XDP redirect instead of the skb path
 	Moved   bool             // the runtime moves and configures the inner end (runtime.go)
+	// StormLimit caps the broadcast, multicast and untagged unknown-unicast
+	// frames this endpoint sends, in frames per second (0: no limit; else
+	// 1..MaxStormLimit). README "Storm control".
+	StormLimit uint32
 }
 
 // failpoint lets tests fail Add at a named step, to check the rollback.
@@ -154,7 +158,7 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec, recs []tables.Recor
 		s.Name = movedName(outer)
 	}
 	rec := tables.Record{State: tables.Building, Endpoint: tables.Endpoint{
-		ID: id, VLAN: n.VLAN, MAC: s.MAC, XDPDelivery: s.XDP, Host: s.Host,
+		ID: id, VLAN: n.VLAN, MAC: s.MAC, XDPDelivery: s.XDP, Host: s.Host, StormLimit: s.StormLimit,
 		Netns: tg.name, NetnsIno: tg.ino, Ifname: s.Name, IP: s.IP,
 		Outer: outer, MTU: s.MTU, Gateway: gateway,
 	}}

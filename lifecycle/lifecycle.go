@@ -49,6 +49,10 @@ type NetworkSpec struct {
 	Subnet  *net.IPNet // nil: none; masked to its network address
 	Gateway net.IP     // nil: none; inside Subnet
 	MTU     int        // 0: the parent's; else 68..the parent's
+	// StormLimit caps the broadcast, multicast and untagged unknown-unicast
+	// frames the VLAN floods, in frames per second, all sources together
+	// (0: no limit; else 1..MaxStormLimit). README "Storm control".
+	StormLimit uint32
 }
 
 // Selector names one endpoint of a network: by namespace (name, path or
@@ -106,7 +110,7 @@ func (r *Root) network(name string) (*loader.Handle, tables.Network, []tables.Re
 // CreateNetwork creates a network on an attached parent. Network names are
 // unique under the root; each VLAN of a parent has at most one network.
 func (r *Root) CreateNetwork(parent string, s NetworkSpec) (tables.Network, error) {
-	n := tables.Network{Name: s.Name, VLAN: s.VLAN, Mode: s.Mode, Subnet: s.Subnet, Gateway: s.Gateway, MTU: s.MTU}
+	n := tables.Network{Name: s.Name, VLAN: s.VLAN, Mode: s.Mode, Subnet: s.Subnet, Gateway: s.Gateway, MTU: s.MTU, StormLimit: s.StormLimit}
 	if err := CheckNetworkName(n.Name); err != nil {
 		return n, err
 	}

@@ -43,6 +43,9 @@ func TestCheckEndpoint(t *testing.T) {
 		want string
 	}{
 		{c(func(s *Spec) {}), lan, ""},
+		{c(func(s *Spec) { s.StormLimit = 1 }), lan, ""},
+		{c(func(s *Spec) { s.StormLimit = MaxStormLimit }), lan, ""},
+		{c(func(s *Spec) { s.StormLimit = MaxStormLimit + 1 }), lan, "storm limit 100000001 frames/s outside 1..100000000 (0 = no limit)"},
 		{c(func(s *Spec) { s.MTU = 68 }), lan, ""},
 		{c(func(s *Spec) { s.MTU = 67 }), lan, "MTU 67 outside 68..1500 (the MTU of parent ens33)"},
 		{c(func(s *Spec) { s.MTU = 1501 }), lan, "MTU 1501 outside 68..1500 (the MTU of parent ens33)"},
@@ -79,6 +82,8 @@ func TestCheckNetwork(t *testing.T) {
 	}{
 		{tables.Network{Name: "a", VLAN: 4094, MTU: 68, Subnet: subnet("10.0.0.0/8")}, ""},
 		{tables.Network{Name: "a", VLAN: 4095}, "invalid VLAN 4095: want 1..4094, or 0 for the untagged segment"},
+		{tables.Network{Name: "a", StormLimit: 1000}, ""},
+		{tables.Network{Name: "a", StormLimit: 4294967295}, "storm limit 4294967295 frames/s outside 1..100000000 (0 = no limit)"},
 		{tables.Network{Name: "a", MTU: 1279, Subnet: subnet("fd00::/64")}, "subnet fd00::/64 is IPv6, which needs an MTU of at least 1280 (RFC 8200), not 1279"},
 		{tables.Network{Name: "a", Subnet: &net.IPNet{IP: net.IPv4(10, 0, 0, 1).To4(), Mask: net.CIDRMask(24, 32)}}, "subnet 10.0.0.1/24 has host bits set; the subnet is 10.0.0.0/24"},
 		{tables.Network{Name: "a", Subnet: subnet("fd00::/64"), Gateway: net.ParseIP("fd00::")}, "gateway fd00:: is the network address of subnet fd00::/64"},
@@ -87,6 +92,27 @@ func TestCheckNetwork(t *testing.T) {
 	} {
 		if got := errString(CheckNetwork(tc.n, p)); got != tc.want {
 			t.Errorf("%+v:\n  got  %q\n  want %q", tc.n, got, tc.want)
+		}
+	}
+}
+
+func TestParseStormLimit(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want uint32
+		err  string
+	}{
+		{"", 0, ""},
+		{"0", 0, ""},
+		{"1", 1, ""},
+		{"100000000", MaxStormLimit, ""},
+		{"100000001", 0, `invalid storm limit "100000001": want frames per second, 1..100000000, or 0 for no limit`},
+		{"-5", 0, `invalid storm limit "-5": want frames per second, 1..100000000, or 0 for no limit`},
+		{"1k", 0, `invalid storm limit "1k": want frames per second, 1..100000000, or 0 for no limit`},
+	} {
+		got, err := ParseStormLimit(tc.in)
+		if got != tc.want || errString(err) != tc.err {
+			t.Errorf("%q: got %d %q, want %d %q", tc.in, got, errString(err), tc.want, tc.err)
 		}
 	}
 }

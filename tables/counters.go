@@ -45,6 +45,7 @@ var dropReasons = [bpf.XmacvlanDropReasonDROP_REASON_MAX]described{
 	bpf.XmacvlanDropReasonDROP_LOOPED:               {"looped", "a local endpoint's broadcast came back from the wire (reflecting switch); only vepa networks take those"},
 	bpf.XmacvlanDropReasonDROP_TOO_BIG:              {"too_big", "endpoint sent a frame longer than the parent's MTU allows"},
 	bpf.XmacvlanDropReasonDROP_NO_PARENT:            {"no_parent", "endpoint sent a frame for the wire and the parent interface no longer exists"},
+	bpf.XmacvlanDropReasonDROP_STORM:                {"storm", "broadcast, multicast or untagged unknown unicast over the sending endpoint's or the VLAN's --storm-limit (storm control)"},
 }
 
 var events = [bpf.XmacvlanEventEV_MAX]described{
@@ -81,6 +82,7 @@ const (
 	DropLooped             = DropReason(bpf.XmacvlanDropReasonDROP_LOOPED)
 	DropTooBig             = DropReason(bpf.XmacvlanDropReasonDROP_TOO_BIG)
 	DropNoParent           = DropReason(bpf.XmacvlanDropReasonDROP_NO_PARENT)
+	DropStorm              = DropReason(bpf.XmacvlanDropReasonDROP_STORM)
 )
 
 // DropReasons lists every reason, in enum order.
@@ -189,6 +191,19 @@ func sumCounts(perCPU []bpf.XmacvlanCount) Count {
 		sum.Bytes += c.Bytes
 	}
 	return sum
+}
+
+// StormVLANKey is the storm bucket of vlan (bpf/storm.h STORM_VLAN_KEY);
+// endpoints' buckets are keyed by their ID.
+func StormVLANKey(vlan uint16) uint32 { return MaxEndpoints + uint32(vlan) }
+
+// resetStorm empties storm bucket key, which then starts full: a new
+// endpoint or network never inherits an old one's bucket.
+func (t *Tables) resetStorm(key uint32) error {
+	if err := t.m.XmvStorm.Update(key, bpf.XmacvlanStormBucket{}, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("reset storm bucket %d: %w", key, err)
+	}
+	return nil
 }
 
 // zeroStats resets an endpoint's counter slot before the slot is reused.

@@ -46,7 +46,7 @@ type Record struct {
 
 func (r Record) raw() bpf.XmacvlanEndpointInfo {
 	info := bpf.XmacvlanEndpointInfo{NetnsIno: r.NetnsIno, Ip: prefixToRaw(r.IP), Ifindex: uint32(r.Ifindex),
-		Mtu: uint32(r.MTU), Vlan: r.VLAN, State: uint8(r.State), Flags: uint8(r.Endpoint.raw().Flags)}
+		Mtu: uint32(r.MTU), Vlan: r.VLAN, State: uint8(r.State), Flags: uint8(r.Endpoint.raw().Flags), StormPps: r.StormLimit}
 	copy(info.Mac[:], r.MAC)
 	putString(info.Netns[:], r.Netns)
 	putString(info.Ifname[:], r.Ifname)
@@ -59,7 +59,7 @@ func (r Record) raw() bpf.XmacvlanEndpointInfo {
 
 func recordFromRaw(id uint32, info bpf.XmacvlanEndpointInfo) Record {
 	ep := endpointFromRaw(bpf.XmacvlanEndpoint{Ifindex: info.Ifindex, Id: id, Vlan: info.Vlan, Mac: info.Mac,
-		Flags: bpf.XmacvlanEndpointFlags(info.Flags)})
+		Flags: bpf.XmacvlanEndpointFlags(info.Flags), StormPps: info.StormPps})
 	ep.NetnsIno, ep.Netns, ep.Ifname, ep.IP = info.NetnsIno, getString(info.Netns[:]), getString(info.Ifname[:]), prefixFromRaw(info.Ip)
 	ep.Outer, ep.MTU = getString(info.Outer[:]), int(info.Mtu)
 	if gw := net.IP(info.Gateway[:]); !gw.IsUnspecified() {

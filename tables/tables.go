@@ -56,6 +56,9 @@ type Network struct {
 	Name    string     `json:"name"`
 	Subnet  *net.IPNet `json:"subnet,omitempty"`
 	Gateway net.IP     `json:"gateway,omitempty"`
+	// StormLimit: frames per second the VLAN floods (all senders, the
+	// wire included); 0 = no limit.
+	StormLimit uint32 `json:"storm_limit"`
 }
 
 // Endpoint is one container interface: what the datapath needs, and where
@@ -67,6 +70,7 @@ type Endpoint struct {
 	MAC         net.HardwareAddr `json:"mac"`
 	XDPDelivery bool             `json:"xdp_delivery"`
 	Host        bool             `json:"host"`
+	StormLimit  uint32           `json:"storm_limit"` // frames per second it may flood; 0 = no limit
 
 	Netns    string     `json:"netns"`     // as the user named it
 	NetnsIno uint64     `json:"netns_ino"` // identifies the namespace
@@ -103,7 +107,7 @@ func fitsMAC(mac net.HardwareAddr) error {
 }
 
 func (ep Endpoint) raw() bpf.XmacvlanEndpoint {
-	raw := bpf.XmacvlanEndpoint{Ifindex: uint32(ep.Ifindex), Id: uint32(ep.ID), Vlan: ep.VLAN}
+	raw := bpf.XmacvlanEndpoint{Ifindex: uint32(ep.Ifindex), Id: uint32(ep.ID), Vlan: ep.VLAN, StormPps: ep.StormLimit}
 	copy(raw.Mac[:], ep.MAC)
 	if ep.XDPDelivery {
 		raw.Flags |= bpf.XmacvlanEndpointFlagsEP_XDP_DELIVERY
@@ -122,6 +126,7 @@ func endpointFromRaw(raw bpf.XmacvlanEndpoint) Endpoint {
 		MAC:         append(net.HardwareAddr(nil), raw.Mac[:]...),
 		XDPDelivery: raw.Flags&bpf.XmacvlanEndpointFlagsEP_XDP_DELIVERY != 0,
 		Host:        raw.Flags&bpf.XmacvlanEndpointFlagsEP_HOST != 0,
+		StormLimit:  raw.StormPps,
 	}
 }
 
@@ -141,6 +146,14 @@ func (t *Tables) AddNetwork(n Network) error {
 	}
 	if len(n.Name) > MaxNameLen {
 		return fmt.Errorf("network name %q is longer than %d bytes", n.Name, MaxNameLen)
+	}
+	if _, ok, err := t.Network(n.VLAN); err != nil {
+		return err
+	} else if ok {
+		return fmt.Errorf("VLAN %d already has a network", n.VLAN)
+	}
+	if err := t.resetStorm(StormVLANKey(n.VLAN)); err != nil {
+		return err
 	}
 	err := t.m.XmvNetworks.Update(n.VLAN, n.raw(), ebpf.UpdateNoExist)
 	switch {
@@ -166,7 +179,7 @@ func (t *Tables) Network(vlan uint16) (n Network, ok bool, err error) {
 }
 
 func (n Network) raw() bpf.XmacvlanNetwork {
-	raw := bpf.XmacvlanNetwork{Mode: bpf.XmacvlanNetMode(n.Mode), Mtu: uint32(n.MTU), Subnet: prefixToRaw(n.Subnet)}
+	raw := bpf.XmacvlanNetwork{Mode: bpf.XmacvlanNetMode(n.Mode), Mtu: uint32(n.MTU), Subnet: prefixToRaw(n.Subnet), StormPps: n.StormLimit}
 	putString(raw.Name[:], n.Name)
 	if n.Gateway != nil {
 		copy(raw.Gateway[:], n.Gateway.To16())
@@ -177,7 +190,7 @@ func (n Network) raw() bpf.XmacvlanNetwork {
 func networkFromRaw(vlan uint16, raw bpf.XmacvlanNetwork) Network {
 	n := Network{
 		VLAN: vlan, Mode: Mode(raw.Mode), Members: int(raw.Members), MTU: int(raw.Mtu),
-		Name: getString(raw.Name[:]), Subnet: prefixFromRaw(raw.Subnet),
+		Name: getString(raw.Name[:]), Subnet: prefixFromRaw(raw.Subnet), StormLimit: raw.StormPps,
 	}
 	if gw := net.IP(raw.Gateway[:]); !gw.IsUnspecified() {
 		n.Gateway = unmap(append(net.IP(nil), gw...))
@@ -272,6 +285,9 @@ func (t *Tables) PlugEndpoint(ep Endpoint) error {
 		return err
 	}
 	if err := t.zeroStats(ep.ID); err != nil {
+		return fail(err)
+	}
+	if err := t.resetStorm(uint32(ep.ID)); err != nil {
 		return fail(err)
 	}
 	raw := ep.raw()

@@ -643,6 +643,7 @@ func TestCNIInvalidInput(t *testing.T) {
 		{"missing parent", func(p map[string]any) { delete(p, "parent") }, "", 7, `"parent" is required`},
 		{"vlan 5000", func(p map[string]any) { p["vlan"] = 5000 }, "", 7, "invalid VLAN 5000: want 1..4094"},
 		{"unknown mode", func(p map[string]any) { p["mode"] = "passthru" }, "", 7, `mode "passthru"`},
+		{"negative storm limit", func(p map[string]any) { p["stormLimit"] = -1 }, "", 7, "stormLimit -1: want frames per second, 1..100000000, or 0 for no limit"},
 		{"bad MAC in CNI_ARGS", func(map[string]any) {}, "IgnoreUnknown=1;MAC=01:00:5e:00:00:01", 4, "MAC=01:00:5e:00:00:01"},
 		{"unparsable MAC in CNI_ARGS", func(map[string]any) {}, "IgnoreUnknown=1;MAC=zz", 4, "MAC=zz"},
 		{"bad runtimeConfig.mac", func(p map[string]any) { p["runtimeConfig"] = map[string]string{"mac": "nope"} }, "", 7, "runtimeConfig.mac"},

@@ -472,6 +472,7 @@ func TestDockerBadOptions(t *testing.T) {
 		{[]string{"-o", "parent=ens33", "-o", "mode=passthru"}, "-o mode=passthru: want bridge, private or vepa"},
 		{[]string{"-o", "parent=ens33", "-o", "hairpin=maybe"}, "-o hairpin=maybe: want on or off"},
 		{[]string{"-o", "parent=ens33", "-o", "delivery=tcp"}, "-o delivery=tcp: want skb or xdp"},
+		{[]string{"-o", "parent=ens33", "-o", "storm-limit=lots"}, "-o storm-limit=lots: want frames per second each container may flood, 1..100000000, or 0 for no limit"},
 		{[]string{"-o", "parent=ens33", "-o", "colour=blue"}, "unknown option colour"},
 		{[]string{"-o", "vlan=10"}, "-o parent=NIC is required"},
 	} {

@@ -21,7 +21,7 @@ func newEndpointCmd(g *globals) *cobra.Command {
 
 func newEndpointAddCmd(g *globals) *cobra.Command {
 	var s lifecycle.Spec
-	var mac, ip, gateway, delivery string
+	var mac, ip, gateway, delivery, storm string
 	cmd := &cobra.Command{
 		Use:   "add NETWORK (--netns NS | --host)",
 		Short: "Give a container (or the host) an interface on a network",
@@ -53,6 +53,9 @@ func newEndpointAddCmd(g *globals) *cobra.Command {
 			if s.IP, err = parseEndpointIP(g, ip, args[0]); err != nil {
 				return err
 			}
+			if s.StormLimit, err = lifecycle.ParseStormLimit(storm); err != nil {
+				return err
+			}
 			ep, err := g.lifecycle().AddEndpoint(args[0], s)
 			if err != nil {
 				return err
@@ -74,6 +77,7 @@ func newEndpointAddCmd(g *globals) *cobra.Command {
 	f.StringVar(&gateway, "gateway", "", "default gateway (default: the network's)")
 	f.IntVar(&s.MTU, "mtu", 0, "MTU (default: the network's, else the parent's)")
 	f.StringVar(&delivery, "delivery", "skb", "skb (bpf_redirect_peer: keeps GRO/TSO) or xdp (native XDP redirect, for XDP/AF_XDP consumers)")
+	f.StringVar(&storm, "storm-limit", "", "storm control: broadcast/multicast frames per second this endpoint may send (default 0: no limit)")
 	return cmd
 }
 
@@ -148,11 +152,13 @@ type endpointRowJSON struct {
 	IP       string `json:"ip,omitempty"`
 	Delivery string `json:"delivery"`
 	Host     bool   `json:"host"`
-	Outer    string `json:"outer"`
-	Ifindex  int    `json:"outer_ifindex"`
-	ID       int    `json:"id"`
-	State    string `json:"state"`
-	Stale    bool   `json:"stale"`
+	// StormLimit: frames per second it may flood; 0 = no limit.
+	StormLimit uint32 `json:"storm_limit"`
+	Outer      string `json:"outer"`
+	Ifindex    int    `json:"outer_ifindex"`
+	ID         int    `json:"id"`
+	State      string `json:"state"`
+	Stale      bool   `json:"stale"`
 	// A Docker endpoint's ID and container (docker-plugin's state).
 	DockerEndpoint string `json:"docker_endpoint,omitempty"`
 	Container      string `json:"container,omitempty"`
@@ -160,7 +166,7 @@ type endpointRowJSON struct {
 
 func endpointRow(e lifecycle.EndpointStatus) endpointRowJSON {
 	r := endpointRowJSON{Network: e.Network, VLAN: e.VLAN, Netns: e.Netns, Ifname: e.Ifname, MAC: e.MAC.String(),
-		Delivery: deliveryName(e.Endpoint), Host: e.Host, Ifindex: e.Ifindex, ID: e.ID, Outer: e.Outer,
+		Delivery: deliveryName(e.Endpoint), Host: e.Host, StormLimit: e.StormLimit, Ifindex: e.Ifindex, ID: e.ID, Outer: e.Outer,
 		State: e.State.String(), Stale: e.Stale}
 	if e.IP != nil {
 		r.IP = e.IP.String()
@@ -204,7 +210,7 @@ func newEndpointListCmd(g *globals) *cobra.Command {
 				return writeJSON(w, rows)
 			}
 			tw := newTable(w)
-			fmt.Fprintln(tw, "NETWORK\tVLAN\tNAMESPACE\tIFNAME\tMAC\tIP\tDELIVERY\tOUTER")
+			fmt.Fprintln(tw, "NETWORK\tVLAN\tNAMESPACE\tIFNAME\tMAC\tIP\tDELIVERY\tSTORM-LIMIT\tOUTER")
 			for _, r := range rows {
 				outer := r.Outer
 				switch {
@@ -217,8 +223,8 @@ func newEndpointListCmd(g *globals) *cobra.Command {
 				if o, ok := owners[r.Outer]; ok {
 					netns = o.String()
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Network, vlanName(r.VLAN), netns, r.Ifname,
-					r.MAC, dashIfEmpty(r.IP), r.Delivery, outer)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Network, vlanName(r.VLAN), netns, r.Ifname,
+					r.MAC, dashIfEmpty(r.IP), r.Delivery, stormName(r.StormLimit), outer)
 			}
 			return tw.Flush()
 		},

@@ -63,7 +63,7 @@ func parseCIDR(flag, s string) (*net.IPNet, error) {
 }
 
 func newNetworkCreateCmd(g *globals) *cobra.Command {
-	var parent, vlan, mode, subnet, gateway string
+	var parent, vlan, mode, subnet, gateway, storm string
 	var mtu int
 	cmd := &cobra.Command{
 		Use:   "create NAME --parent IFACE [--vlan 0-4094]",
@@ -82,6 +82,9 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if s.Gateway, err = parseIP("--gateway", gateway); err != nil {
+				return err
+			}
+			if s.StormLimit, err = lifecycle.ParseStormLimit(storm); err != nil {
 				return err
 			}
 			n, err := g.lifecycle().CreateNetwork(parent, s)
@@ -106,6 +109,7 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 	f.StringVar(&subnet, "subnet", "", "the network's subnet, e.g. 172.16.10.0/24")
 	f.StringVar(&gateway, "gateway", "", "default gateway for endpoints, inside --subnet")
 	f.IntVar(&mtu, "mtu", 0, "endpoints' MTU (default: the parent's)")
+	f.StringVar(&storm, "storm-limit", "", "storm control: broadcast/multicast frames per second the VLAN floods, all senders together (default 0: no limit)")
 	return cmd
 }
 
@@ -148,10 +152,10 @@ func newNetworkListCmd(g *globals) *cobra.Command {
 				return writeJSON(w, nets)
 			}
 			tw := newTable(w)
-			fmt.Fprintln(tw, "NAME\tPARENT\tVLAN\tMODE\tSUBNET\tGATEWAY\tMTU\tENDPOINTS")
+			fmt.Fprintln(tw, "NAME\tPARENT\tVLAN\tMODE\tSUBNET\tGATEWAY\tMTU\tSTORM-LIMIT\tENDPOINTS")
 			for _, n := range nets {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", n.Name, n.Parent, vlanName(n.VLAN), n.Mode,
-					orDash(n.Subnet), orDash(n.Gateway), mtuName(n.MTU), n.Members)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", n.Name, n.Parent, vlanName(n.VLAN), n.Mode,
+					orDash(n.Subnet), orDash(n.Gateway), mtuName(n.MTU), stormName(n.StormLimit), n.Members)
 			}
 			return tw.Flush()
 		},
@@ -163,6 +167,14 @@ func vlanName(v uint16) string {
 		return "untagged"
 	}
 	return strconv.Itoa(int(v))
+}
+
+// stormName prints a storm limit: "off" or frames per second.
+func stormName(pps uint32) string {
+	if pps == 0 {
+		return "off"
+	}
+	return strconv.FormatUint(uint64(pps), 10) + "/s"
 }
 
 func mtuName(m int) string {
