@@ -101,7 +101,7 @@ func (c *config) fill() {
 	c.floodRounds = min(c.rounds, 3)
 	c.window, c.warmup = 2*time.Second, 500*time.Millisecond
 	c.tcpTime = 10 * time.Second
-	c.stormTime = 4 * time.Second
+	c.stormTime = 3 * time.Second
 	c.upgradeWindow, c.swaps = 3*time.Second, 5
 	c.costRepeat, c.costFresh = 200000, 20000
 }
@@ -140,6 +140,8 @@ func run(cfg config) (code int) {
 		}
 		res.deriveReceiveCosts()
 		rep.Records = res.records()
+		rep.RatioLines = ratioLines(rep.Records)
+		rep.ProgramCost = programCostTable(rep.Records)
 		rep.Seconds = time.Since(started).Seconds()
 		rep.Leftovers = append([]string{}, rep.Leftovers...)
 		if len(rep.Records) > 0 {

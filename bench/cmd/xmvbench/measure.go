@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/xmacvlan/xmacvlan/internal/iperf3"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
@@ -71,18 +73,22 @@ func (b *bench) during(frame []byte, f func() error) error {
 
 // Measurement names: one record per name and path.
 const (
-	mBaseline   = "0 generator baseline (parent XDP_DROP)"
-	mStack      = "1 delivered pps, stack"
-	mXDP        = "1 delivered pps, XDP consumer"
-	mTrafgen    = "1 delivered pps, stack, trafgen"
-	mPktgen     = "1 delivered pps, stack, pktgen"
-	mDropMAC    = "2 unwanted drop, unknown MAC"
-	mDropVLAN   = "2 unwanted drop, unknown VLAN"
-	mTagged     = "3 VLAN-tagged delivered pps, stack"
-	mTaggedXDP  = "3 VLAN-tagged delivered pps, XDP consumer"
-	mTCP        = "4 TCP %d stream(s), %s"
-	mFlood      = "6 flood, %d member(s)"
-	mFloodLost  = "6 flood, %d member(s), input backlog drops (all CPUs)"
+	mBaseline  = "0 generator baseline (parent XDP_DROP)"
+	mStack     = "1 delivered pps, stack"
+	mXDP       = "1 delivered pps, XDP consumer"
+	mTrafgen   = "1 delivered pps, stack, trafgen"
+	mPktgen    = "1 delivered pps, stack, pktgen"
+	mDropMAC   = "2 unwanted drop, unknown MAC"
+	mDropVLAN  = "2 unwanted drop, unknown VLAN"
+	mTagged    = "3 VLAN-tagged delivered pps, stack"
+	mTaggedXDP = "3 VLAN-tagged delivered pps, XDP consumer"
+	mTCP       = "4 TCP %d stream(s), %s"
+	mFlood     = "6 flood, %d member(s)"
+	mFloodLost = "6 flood, %d member(s), input backlog drops (all CPUs)"
+	// The drop counters of the parent, the outer veths and the members.
+	mFloodDevDrops = "6 flood, %d member(s), interface drops (parent and members)"
+	// Copies owed (broadcasts the parent took x members) less delivered.
+	mFloodShort = "6 flood, %d member(s), copies short (parent rx x members - delivered)"
 	mUpgrade    = "7 upgrade under load, frames lost"
 	mUpgradeCtl = "7 same stream without upgrade, frames lost"
 	mUpgradeTx  = "7 upgrade under load, frames sent"
@@ -311,19 +317,86 @@ func (b *bench) flood(round, n int, p path) error {
 		set = append(set, k)
 	}
 	frame := udpFrame(broadcastMAC, b.lab.wireMAC, 0, wireIP, net.IPv4(10, 77, 0, 255))
-	var v, lost float64
+	var v, backlog, devDrops, short float64
 	err = b.during(frame, func() (err error) {
-		lost0 := backlogDrops()
-		v, err = b.window(set.read)
-		lost = float64(backlogDrops()-lost0) / b.cfg.window.Seconds()
-		return err
+		if err := b.sleep(b.cfg.warmup); err != nil {
+			return err
+		}
+		backlog0 := backlogDrops()
+		dev0, err := d.deviceDrops()
+		if err != nil {
+			return err
+		}
+		rx0, err := b.lab.parentStats()
+		if err != nil {
+			return err
+		}
+		got0, err := set.read()
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		if err := b.sleep(b.cfg.window); err != nil {
+			return err
+		}
+		got1, err := set.read()
+		if err != nil {
+			return err
+		}
+		rx1, err := b.lab.parentStats()
+		if err != nil {
+			return err
+		}
+		dev1, err := d.deviceDrops()
+		if err != nil {
+			return err
+		}
+		secs := time.Since(t0).Seconds()
+		backlog = float64(backlogDrops()-backlog0) / secs
+		devDrops = float64(dev1-dev0) / secs
+		v = float64(got1-got0) / secs
+		// Every broadcast the parent took owes each member a copy.
+		short = (float64(rx1.RxPackets-rx0.RxPackets)*float64(n) - float64(got1-got0)) / secs
+		return nil
 	})
 	if err != nil {
 		return err
 	}
+	if v == 0 {
+		return fmt.Errorf("flood on %s with %d members: nothing arrived", p, n)
+	}
 	b.res.add(fmt.Sprintf(mFlood, n), p, "kpps/member", round, v/float64(n)/1e3)
-	b.res.add(fmt.Sprintf(mFloodLost, n), p, "kpps", round, lost/1e3)
+	b.res.add(fmt.Sprintf(mFloodLost, n), p, "kpps", round, backlog/1e3)
+	b.res.add(fmt.Sprintf(mFloodDevDrops, n), p, "kpps", round, devDrops/1e3)
+	b.res.add(fmt.Sprintf(mFloodShort, n), p, "kpps", round, short/1e3)
 	return nil
+}
+
+// deviceDrops sums the drop counters (rx_dropped, tx_dropped) of the
+// parent and of each member's eth0 (a macvlan, or the inner veth). Kernel
+// macvlan counts the broadcasts its queue refuses on the parent's
+// rx_dropped; a veth counts a frame its peer refused on both ends, so the
+// outer veths are left out.
+func (d *deployment) deviceDrops() (uint64, error) {
+	var sum uint64
+	add := func(l netlink.Link) {
+		if st := l.Attrs().Statistics; st != nil {
+			sum += st.RxDropped + st.TxDropped
+		}
+	}
+	par, err := d.lab.host.link(parent)
+	if err != nil {
+		return 0, err
+	}
+	add(par)
+	for _, m := range d.members {
+		eth0, err := m.ns.link("eth0")
+		if err != nil {
+			return 0, err
+		}
+		add(eth0)
+	}
+	return sum, nil
 }
 
 // backlogDrops reads how many frames the CPUs' input backlogs

@@ -131,8 +131,12 @@ func (d *deployment) deployXmacvlan() error {
 			return err
 		}
 		add := func(network string, m member, mask net.IPMask) error {
+			var limit uint32
+			if d.path == xmvLimit {
+				limit = stormLimit
+			}
 			_, err := lc.AddEndpoint(network, lifecycle.Spec{Netns: m.ns.path(), MAC: m.mac,
-				IP: &net.IPNet{IP: m.ip, Mask: mask}, XDP: d.path == xmvXDP})
+				IP: &net.IPNet{IP: m.ip, Mask: mask}, XDP: d.path == xmvXDP, StormLimit: limit})
 			return err
 		}
 		for _, m := range d.members {

@@ -8,7 +8,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/xmacvlan/xmacvlan/bpf"
 	"github.com/xmacvlan/xmacvlan/internal/iperf3"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // The storm line (10): one endpoint broadcasts as fast as trafgen can
@@ -25,10 +27,15 @@ import (
 // veth, whose NAPI and 256-frame ring also carry the victim's ACKs), not
 // the sender's own CPU, which a real host charges to the guilty container.
 const (
-	mStorm       = "10 storm, victim TCP during / without a broadcast storm"
+	mStorm     = "10 storm, victim TCP during / without a broadcast storm"
+	mStormBusy = "10 storm control, victim TCP with the sender as busy on its own lo / without"
+	// The storm's own share: during the storm over the control, whose
+	// sender is as busy.
+	mStormNet    = "10 storm, victim TCP during the storm / with the sender as busy on its own lo"
 	mStormTCP    = "10 storm, victim TCP wire->endpoint, %s"
 	mStormSent   = "10 storm, broadcasts sent by the storming endpoint"
 	mStormCopies = "10 storm, broadcast copies each peer got"
+	mStormDrops  = "10 storm, frames xmacvlan dropped as storm"
 	mStormWire   = "10 storm, frames the wire got (broadcasts and the victim's ACKs)"
 )
 
@@ -90,17 +97,23 @@ func (b *bench) storm(round int, p path) error {
 			return err
 		}
 		err = b.sleep(b.cfg.warmup)
-		var sent0, sent1, got0, got1, wire0, wire1 uint64
+		var sent0, sent1, got0, got1, wire0, wire1, dropped0, dropped1 uint64
 		var t0 time.Time
 		if err == nil {
 			sent0, got0, wire0, err = b.stormCounts(sender, peers)
 			t0 = time.Now()
 		}
 		if err == nil {
+			dropped0, err = stormDrops(d)
+		}
+		if err == nil {
 			stormy, err = b.stormTCP(victim)
 		}
 		if err == nil {
 			sent1, got1, wire1, err = b.stormCounts(sender, peers)
+		}
+		if err == nil {
+			dropped1, err = stormDrops(d)
 		}
 		out, serr := stop()
 		if err != nil {
@@ -116,23 +129,48 @@ func (b *bench) storm(round int, p path) error {
 		b.res.add(mStormSent, p, "kpps", round, float64(sent1-sent0)/secs/1e3)
 		b.res.add(mStormCopies, p, "kpps/peer", round, float64(got1-got0)/secs/1e3/float64(len(peers)))
 		b.res.add(mStormWire, p, "kpps", round, float64(wire1-wire0)/secs/1e3)
+		if p != kernel {
+			b.res.add(mStormDrops, p, "kpps", round, float64(dropped1-dropped0)/secs/1e3)
+		}
 		return nil
 	}
-	// Alternate which half comes first, so a drift of the machine does not
-	// always favour one.
-	halves := []func() error{measureCalm, measureStorm}
-	if round%2 == 1 {
-		halves[0], halves[1] = halves[1], halves[0]
+	// The control: the same sender as busy on its own lo, where no frame
+	// leaves its namespace. What the victim loses then is the rig's (two
+	// vCPUs), which no datapath can give back.
+	var busy float64
+	measureBusy := func() error {
+		stop, err := b.startTrafgen(sender.ns, "lo", frame, b.cfg.cpu)
+		if err != nil {
+			return err
+		}
+		err = b.sleep(b.cfg.warmup)
+		if err == nil {
+			busy, err = b.stormTCP(victim)
+		}
+		if _, serr := stop(); err == nil {
+			err = serr
+		}
+		return err
 	}
-	for _, h := range halves {
+	// Rotate which third comes first, so a drift of the machine does not
+	// always favour one.
+	for _, h := range rotate3([]func() error{measureCalm, measureStorm, measureBusy}, round) {
 		if err := h(); err != nil {
 			return fmt.Errorf("storm on %s: %w", p, err)
 		}
 	}
 	b.res.add(fmt.Sprintf(mStormTCP, "without the storm"), p, "Gbit/s", round, calm/1e9)
 	b.res.add(fmt.Sprintf(mStormTCP, "during the storm"), p, "Gbit/s", round, stormy/1e9)
+	b.res.add(fmt.Sprintf(mStormTCP, "sender as busy on its own lo (control)"), p, "Gbit/s", round, busy/1e9)
 	b.res.add(mStorm, p, "fraction", round, stormy/calm)
+	b.res.add(mStormBusy, p, "fraction", round, busy/calm)
+	b.res.add(mStormNet, p, "fraction", round, stormy/busy)
 	return nil
+}
+
+func rotate3(f []func() error, round int) []func() error {
+	i := round % len(f)
+	return append(append([]func() error{}, f[i:]...), f[:i]...)
 }
 
 // stormCounts reads the frames the storming endpoint has sent (its eth0's
@@ -179,4 +217,19 @@ func (b *bench) stormTCP(m member) (float64, error) {
 }
 
 // stormPaths are the paths of the storm line.
-func stormPaths() []path { return []path{kernel, xmvTCX} }
+func stormPaths() []path { return []path{kernel, xmvTCX, xmvLimit} }
+
+// stormDrops reads xmacvlan's storm drop counter (0 for kernel macvlan).
+func stormDrops(d *deployment) (n uint64, err error) {
+	if d.path == kernel {
+		return 0, nil
+	}
+	err = d.tables(func(t *tables.Tables) error {
+		drops, err := t.Drops()
+		if err == nil {
+			n = drops[bpf.XmacvlanDropReasonDROP_STORM].Packets
+		}
+		return err
+	})
+	return n, err
+}
