@@ -133,8 +133,9 @@ type XmacvlanSettings struct {
 	ParentMac     [6]uint8
 	Hairpin       uint8
 	RestoreRxvlan uint8
-	Generic       uint8
-	_             [3]byte
+	XdpWasOff     uint8
+	XdpChoice     uint8
+	_             [2]byte
 	NetnsCookie   uint64
 }
 

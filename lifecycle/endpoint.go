@@ -146,6 +146,18 @@ func addEndpoint(h *loader.Handle, n tables.Network, s Spec, recs []tables.Recor
 			}
 		}
 	}
+	if s.XDP {
+		// The XDP program first (auto attaches it for the first such
+		// endpoint; off refuses): nothing is built yet.
+		if err := h.SyncXDP(true); err != nil {
+			return ep, err
+		}
+		defer func() {
+			if err != nil {
+				h.SyncXDP(false)
+			}
+		}()
+	}
 	id, err := h.Tables.FreeID(recs)
 	if err != nil {
 		return ep, err
@@ -325,7 +337,29 @@ func createVeth(outer string, s Spec, tg *target, group uint32) error {
 			return fmt.Errorf("outer %s: %w", outer, err)
 		}
 	}
+	// veth_xmit puts a frame into the inner end's NAPI ring (giveNAPI)
+	// only when the sender has no TSO (veth_skb_is_eligible_for_gro);
+	// otherwise it goes to the CPU's backlog. The outer end sends flood
+	// copies and host traffic only: unicast from the wire skips it
+	// (bpf_redirect_peer).
+	if err := ethtool.SetTSO(outer, false); err != nil {
+		return fmt.Errorf("TSO off on %s: %w", outer, err)
+	}
 	return netlink.LinkSetUp(link)
+}
+
+// giveNAPI turns GRO on for the inner end inner, which gives it a NAPI
+// context with its own ring once it is up (veth_gro_requested,
+// veth_napi_enable). Without it, XDP-redirected frames are dropped, and
+// every flood copy sent through the outer end is queued on the CPU's
+// shared input backlog (netdev_max_backlog, 1,000 frames), which drops the
+// copies past it when one frame floods a large VLAN. It also leaves the
+// XDP hook free for the container's own program.
+func giveNAPI(inner string) error {
+	if err := ethtool.SetGRO(inner, true); err != nil {
+		return fmt.Errorf("GRO on %s: %w", inner, err)
+	}
+	return nil
 }
 
 // configureInner brings the inner end up with its address and, with a
@@ -343,13 +377,8 @@ func configureInner(tg *target, s Spec, gateway net.IP) error {
 	if err := tg.nl.LinkSetUp(link); err != nil {
 		return err
 	}
-	if s.XDP {
-		// Frames XDP-redirected into a veth are dropped silently unless the
-		// receiving end has NAPI: GRO on gives it one (once the device is
-		// up), and leaves the XDP hook free for the container's own program.
-		if err := nsutil.Do(tg.ns, func() error { return ethtool.SetGRO(s.Name, true) }); err != nil {
-			return fmt.Errorf("GRO on %s: %w", s.Name, err)
-		}
+	if err := nsutil.Do(tg.ns, func() error { return giveNAPI(s.Name) }); err != nil {
+		return err
 	}
 	if s.IP != nil {
 		a := &netlink.Addr{IPNet: s.IP}

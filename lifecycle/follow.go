@@ -103,8 +103,8 @@ func (r *Root) follow(h *loader.Handle, takeDown, cheap bool) (*loader.Handle, [
 			return nil, nil, fmt.Errorf("parent %s was re-created (ifindex %d -> %d); attaching the datapath to it again: %w",
 				parent, s.ParentIfindex, again.Attrs().Index, err)
 		}
-		changes = append(changes, fmt.Sprintf("%s: re-created (ifindex %d -> %d): datapath attached again, XDP %s mode",
-			parent, s.ParentIfindex, res.Ifindex, res.XDPMode))
+		changes = append(changes, fmt.Sprintf("%s: re-created (ifindex %d -> %d): datapath attached again, XDP %s",
+			parent, s.ParentIfindex, res.Ifindex, res.XDP))
 		if h, err = loader.Open(r.Dir, parent); err != nil {
 			return nil, changes, err
 		}

@@ -198,7 +198,14 @@ func (r *Root) DeleteEndpoint(network string, sel Selector) (found bool, err err
 	if err != nil || !found {
 		return false, err
 	}
-	return true, teardown(h, rec.ID)
+	if err := teardown(h, rec.ID); err != nil {
+		return true, err
+	}
+	if rec.XDPDelivery {
+		// Under auto the XDP program may go with the last such endpoint.
+		return true, h.SyncXDP(false)
+	}
+	return true, nil
 }
 
 // EndpointStatus is an endpoint with its network and whether it is stale:
@@ -208,6 +215,10 @@ type EndpointStatus struct {
 	tables.Endpoint
 	State tables.State `json:"state"`
 	Stale bool         `json:"stale"`
+	// RxDropped counts the frames towards the endpoint its veth dropped:
+	// flood copies (and host traffic) that found the endpoint's ring full
+	// (loader.VethRxDropped).
+	RxDropped uint64 `json:"rx_dropped"`
 }
 
 // Endpoints lists the endpoints of network, or of every network for "".
@@ -218,6 +229,10 @@ func (r *Root) Endpoints(network string) ([]EndpointStatus, error) {
 	}
 	out := []EndpointStatus{}
 	found := false
+	drops, err := loader.VethRxDropped()
+	if err != nil {
+		return nil, err
+	}
 	for _, n := range nets {
 		if network != "" && n.Name != network {
 			continue
@@ -234,7 +249,8 @@ func (r *Root) Endpoints(network string) ([]EndpointStatus, error) {
 		}
 		for _, rec := range recs {
 			if rec.VLAN == n.VLAN {
-				out = append(out, EndpointStatus{Network: n.Name, Endpoint: rec.Endpoint, State: rec.State, Stale: isStale(rec)})
+				out = append(out, EndpointStatus{Network: n.Name, Endpoint: rec.Endpoint, State: rec.State, Stale: isStale(rec),
+					RxDropped: drops[rec.Ifindex]})
 			}
 		}
 	}

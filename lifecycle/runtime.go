@@ -21,7 +21,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/xmacvlan/xmacvlan/internal/ethtool"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
@@ -53,14 +52,9 @@ func createMovedVeth(outer string, s Spec, group uint32) error {
 	if err := createVeth(outer, s, here, group); err != nil {
 		return err
 	}
-	if s.XDP {
-		// As configureInner: NAPI on the receiving end. The feature moves
-		// with the device into the container.
-		if err := ethtool.SetGRO(s.Name, true); err != nil {
-			return fmt.Errorf("GRO on %s: %w", s.Name, err)
-		}
-	}
-	return nil
+	// As configureInner: NAPI on the receiving end. The feature moves
+	// with the device into the container.
+	return giveNAPI(s.Name)
 }
 
 // SettleMoved finishes the moved endpoint whose outer veth is outer on

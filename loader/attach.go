@@ -16,29 +16,13 @@ import (
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
-// XDPMode is where received frames are first classified.
-type XDPMode string
-
-const (
-	ModeAuto    XDPMode = "auto"    // native, else generic
-	ModeNative  XDPMode = "native"  // XDP in the driver, before any skb exists
-	ModeGeneric XDPMode = "generic" // on the skb, by tcx alone (drivers without XDP)
-)
-
-// ParseXDPMode accepts auto, native or generic.
-func ParseXDPMode(s string) (XDPMode, error) {
-	switch m := XDPMode(s); m {
-	case ModeAuto, ModeNative, ModeGeneric:
-		return m, nil
-	}
-	return "", fmt.Errorf("invalid XDP mode %q: want auto, native or generic", s)
-}
-
 // AttachOptions says what to attach where.
 type AttachOptions struct {
-	Root   string  // pin root (--bpffs)
-	Parent string  // interface name, in the caller's network namespace
-	Mode   XDPMode // "" = auto
+	Root   string // pin root (--bpffs)
+	Parent string // interface name, in the caller's network namespace
+	// XDP is attach --xdp; "" keeps the choice recorded by an earlier
+	// attach, else auto.
+	XDP XDPChoice
 	// Replace swaps the programs of live links even when they are the
 	// same as this build's (a reload; upgrades happen without it).
 	Replace bool
@@ -49,14 +33,17 @@ type AttachOptions struct {
 
 // AttachResult says what an attach did.
 type AttachResult struct {
-	Parent   string   `json:"parent"`
-	Ifindex  int      `json:"ifindex"`
-	XDPMode  XDPMode  `json:"xdp_mode"`    // native or generic: what was obtained
-	Program  string   `json:"xdp_program"` // which receive program variant runs
-	Hairpin  bool     `json:"hairpin"`
-	New      bool     `json:"new"`      // first attach (else: reused pinned state)
-	Upgraded []string `json:"upgraded"` // links whose program was replaced
-	Notes    []string `json:"notes"`    // what attach changed on the parent
+	Parent    string    `json:"parent"`
+	Ifindex   int       `json:"ifindex"`
+	XDP       string    `json:"xdp"`         // "on": native XDP runs; "off": tcx classifies alone
+	XDPChoice XDPChoice `json:"xdp_choice"`  // what was asked (recorded for re-attaches)
+	XDPReason string    `json:"xdp_reason"`  // why XDP is on or off
+	Driver    string    `json:"driver"`      // the parent's driver (ethtool -i)
+	Program   string    `json:"xdp_program"` // which receive program variant runs
+	Hairpin   bool      `json:"hairpin"`
+	New       bool      `json:"new"`      // first attach (else: reused pinned state)
+	Upgraded  []string  `json:"upgraded"` // links whose program was replaced
+	Notes     []string  `json:"notes"`    // what attach changed on the parent
 }
 
 // Attach attaches the datapath to a parent, or brings an attached one up to
@@ -67,9 +54,6 @@ type AttachResult struct {
 // parent that carries another xmacvlan datapath, and a root used from
 // another network namespace. A failure undoes everything this run did.
 func Attach(opts AttachOptions) (res *AttachResult, err error) {
-	if opts.Mode == "" {
-		opts.Mode = ModeAuto
-	}
 	if err := state.CheckParentName(opts.Parent); err != nil {
 		return nil, err
 	}
@@ -125,19 +109,35 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.upgradedSettings { // an older build recorded no mode: its pins tell
-		settings.Generic = !exists(filepath.Join(dir, state.PinXDPLink)) && exists(filepath.Join(dir, state.PinRxTCLink))
-	}
-	// Attached before: keep the mode it had, never downgrade silently.
-	var recorded *XDPMode
+	// Attached before: keep the choice it had unless told otherwise.
+	var recorded XDPChoice
 	if d.reused[tables.SettingsName] && settings.ParentIfindex != 0 {
-		m := ModeNative
-		if settings.Generic {
-			m = ModeGeneric
+		recorded = XDPChoice(settings.XDPChoice)
+		if d.upgradedSettings { // an older build recorded no choice: its pins tell
+			recorded = XDPOn
+			if !exists(filepath.Join(dir, state.PinXDPLink)) && exists(filepath.Join(dir, state.PinRxTCLink)) {
+				recorded = XDPOff
+			}
 		}
-		recorded = &m
 	}
-	if err := a.attachXDP(dir, parent, opts.Mode, recorded, d); err != nil {
+	choice := opts.XDP
+	switch {
+	case choice == "" && recorded != "":
+		choice = recorded
+	case choice == "":
+		choice = XDPAuto
+	case recorded != "" && choice != recorded:
+		res.Notes = append(res.Notes, fmt.Sprintf("XDP choice changed from %s to %s", recorded, choice))
+	}
+	xdpEndpoints, err := countXDPDelivery(d.Tables)
+	if err != nil {
+		return nil, err
+	}
+	if choice == XDPOff && xdpEndpoints > 0 {
+		return nil, fmt.Errorf("%d endpoint(s) of %s receive by XDP redirect (--delivery xdp), which needs the XDP program: "+
+			"delete them first, or attach with --xdp auto or on", xdpEndpoints, opts.Parent)
+	}
+	if err := a.attachXDP(dir, parent, choice, xdpEndpoints, d); err != nil {
 		return nil, err
 	}
 	if err := failpoint("after-xdp"); err != nil {
@@ -156,7 +156,7 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 	old := settings
 	settings.ParentIfindex = ifindex
 	settings.ParentMAC = parent.Attrs().HardwareAddr
-	settings.Generic = res.XDPMode == ModeGeneric
+	settings.XDPChoice = string(choice)
 	settings.NetnsCookie = cookie
 	if opts.Hairpin != nil {
 		settings.Hairpin = *opts.Hairpin
@@ -196,6 +196,13 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 	if err := a.setHairpinLink(dir, ifindex, settings.Hairpin, d.Programs.XmvHostTx); err != nil {
 		return nil, err
 	}
+	// An XDP program no longer wanted goes only now that nothing else
+	// can fail: tcx classifies on its own meanwhile.
+	if a.dropXDP != "" {
+		if err := removeLink(a.dropXDP); err != nil {
+			return nil, err
+		}
+	}
 	// Last, as nothing after it can fail: later runs attach endpoints
 	// with the program pinned here.
 	if err := replacePin(filepath.Join(dir, state.PinEpTxProg), d.Programs.XmvEpTx); err != nil {
@@ -212,20 +219,28 @@ type attachRun struct {
 	tables  map[ebpf.MapID]string
 	replace bool
 	checked map[ebpf.ProgramID]bool // programs usesTables has looked at
+	dropXDP string                  // the pin of an XDP link to remove once all else succeeded
 }
 
-// attachXDP attaches the receive program in native mode, or upgrades the
-// one attached. The device-bound variant (which reads tags the driver
-// stripped) is preferred where the driver loads it. recorded is the mode
-// of an earlier attach (nil: none), which a re-attach keeps.
+// attachXDP attaches the receive program in native mode, upgrades the one
+// attached, or marks it for removal, as decideXDP says for choice on this
+// parent's driver with xdpEndpoints endpoints receiving by XDP redirect.
+// The device-bound variant (which reads tags the driver stripped) is
+// preferred where the driver loads it. Under auto a driver without native
+// XDP leaves tcx to classify; under on, or for XDP delivery, it is an error
+// that names the driver.
 //
-// Generic mode attaches no XDP program: the skb exists already, so XDP
-// would save nothing over tcx, and on this kernel any generic XDP program
-// leaves skb->data at the network header for the tcx program after it
-// (TestGenericXDPHidesMACFromTCX). In generic mode xmv_rx_tc classifies
-// and drops on its own.
-func (a *attachRun) attachXDP(dir string, parent netlink.Link, mode XDPMode, recorded *XDPMode, d *Datapath) error {
+// Without XDP no generic (skb-mode) XDP program runs instead: the skb
+// exists already, so it would save nothing over tcx, and on this kernel any
+// generic XDP program leaves skb->data at the network header for the tcx
+// program after it (TestGenericXDPHidesMACFromTCX). xmv_rx_tc then
+// classifies and drops on its own.
+func (a *attachRun) attachXDP(dir string, parent netlink.Link, choice XDPChoice, xdpEndpoints int, d *Datapath) error {
 	ifindex, name := parent.Attrs().Index, parent.Attrs().Name
+	driver := driverOf(name)
+	want, reason := decideXDP(choice, driver, xdpEndpoints)
+	a.res.XDPChoice, a.res.XDPReason, a.res.Driver = choice, reason, driver
+	a.res.XDP, a.res.Program = "off", noXDPProgram
 	pin := filepath.Join(dir, state.PinXDPLink)
 	l, alive, err := pinnedLink(pin, ifindex)
 	if err != nil {
@@ -234,15 +249,18 @@ func (a *attachRun) attachXDP(dir string, parent netlink.Link, mode XDPMode, rec
 	if l != nil {
 		a.t.finally.push(func() { l.Close() })
 	}
-	if alive {
-		if mode == ModeGeneric {
-			return fmt.Errorf("%s is attached in native mode; detach it first to change to generic", name)
+	if !want {
+		if l != nil {
+			a.dropXDP = pin
 		}
+		return nil
+	}
+	if alive {
 		prog, progName, note := d.xdpProgram(a.t, ifindex)
 		if note != "" {
 			a.res.Notes = append(a.res.Notes, note)
 		}
-		a.res.XDPMode, a.res.Program = ModeNative, progName
+		a.res.XDP, a.res.Program = "on", progName
 		return a.upgradeLink(pin, l, prog)
 	}
 	if l != nil { // dead: the parent went away or was re-created
@@ -250,43 +268,37 @@ func (a *attachRun) attachXDP(dir string, parent netlink.Link, mode XDPMode, rec
 			return err
 		}
 	}
-	wasGeneric := recorded != nil && *recorded == ModeGeneric
-	wasNative := recorded != nil && *recorded == ModeNative
-	if wasGeneric && mode == ModeNative {
-		return fmt.Errorf("%s is attached in generic mode; detach it first to change to native", name)
-	}
-	if wasNative && mode == ModeGeneric {
-		return fmt.Errorf("%s is attached in native mode; detach it first to change to generic", name)
-	}
-	if mode == ModeGeneric || wasGeneric {
-		a.res.XDPMode, a.res.Program = ModeGeneric, "none (tcx classifies)"
-		return nil
-	}
-
-	prog, progName, note := d.xdpProgram(a.t, ifindex)
+	nl, progName, note, err := d.attachNativeXDP(a.t, ifindex)
 	if note != "" {
 		a.res.Notes = append(a.res.Notes, note)
 	}
-	nl, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPDriverMode})
-	if err != nil && progName != bpf.XmacvlanProgXmvRxXdp {
-		// The driver refused the device-bound variant: try the plain one.
-		prog, progName = d.Programs.XmvRxXdp, bpf.XmacvlanProgXmvRxXdp
-		nl, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPDriverMode})
-	}
 	if err != nil {
-		if mode == ModeNative {
-			return fmt.Errorf("attach XDP to %s in native mode: %w", name, err)
+		if choice == XDPAuto && xdpEndpoints == 0 {
+			a.res.XDPReason = noNativeXDP(driver)
+			a.res.Notes = append(a.res.Notes, fmt.Sprintf("no native XDP on %s (%v): tcx classifies on the skb path", name, err))
+			return nil
 		}
-		if wasNative {
-			return fmt.Errorf("%s was attached with native XDP and its driver now refuses it (%v); "+
-				"to run without XDP, detach it and attach with --xdp-mode generic", name, err)
+		why := "--xdp on"
+		if choice == XDPAuto {
+			why = fmt.Sprintf("%d endpoint(s) receive by XDP redirect", xdpEndpoints)
 		}
-		a.res.XDPMode, a.res.Program = ModeGeneric, "none (tcx classifies)"
-		a.res.Notes = append(a.res.Notes, fmt.Sprintf("no native XDP on %s (%v): tcx classifies on the skb path", name, err))
-		return nil
+		return fmt.Errorf("attach native XDP to %s (driver %s), as %s asks: %w; attach with --xdp off (or auto) to let tcx classify alone",
+			name, driver, why, err)
 	}
-	a.res.XDPMode, a.res.Program = ModeNative, progName
+	a.res.XDP, a.res.Program = "on", progName
 	return pinNewLink(a.t, pin, nl)
+}
+
+// countXDPDelivery counts the endpoints that receive by XDP redirect.
+func countXDPDelivery(t *tables.Tables) (int, error) {
+	eps, err := t.Endpoints()
+	n := 0
+	for _, ep := range eps {
+		if ep.XDPDelivery {
+			n++
+		}
+	}
+	return n, err
 }
 
 // xdpProgram picks the receive program: the device-bound variant where the
@@ -306,21 +318,15 @@ func (d *Datapath) xdpProgram(t *txn, ifindex int) (*ebpf.Program, string, strin
 	return d.Programs.XmvRxXdp, bpf.XmacvlanProgXmvRxXdp, note
 }
 
-// xdpModeOf reads the mode the kernel reports for the parent's XDP program.
-func xdpModeOf(l netlink.Link) XDPMode {
+// nativeXDP says whether the kernel reports an XDP program in native
+// (driver) mode on the parent.
+func nativeXDP(l netlink.Link) bool {
 	fresh, err := netlink.LinkByIndex(l.Attrs().Index)
 	if err == nil {
 		l = fresh
 	}
-	if x := l.Attrs().Xdp; x != nil && x.Attached {
-		switch x.AttachMode {
-		case 1: // XDP_ATTACHED_DRV
-			return ModeNative
-		case 2: // XDP_ATTACHED_SKB
-			return ModeGeneric
-		}
-	}
-	return "none"
+	x := l.Attrs().Xdp
+	return x != nil && x.Attached && x.AttachMode == 1 // XDP_ATTACHED_DRV
 }
 
 // ensureTCX attaches prog at a tcx hook of ifindex, or upgrades the link

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/xmacvlan/xmacvlan/internal/state"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
@@ -13,6 +15,29 @@ import (
 type ParentSnapshot struct {
 	Parent string
 	tables.Snapshot
+	// RxDropped is, by outer ifindex, what each endpoint's veth dropped
+	// on the way in (VethRxDropped).
+	RxDropped map[int]uint64
+}
+
+// VethRxDropped reads, by outer ifindex, the frames each veth of this
+// namespace dropped on transmit (its tx_dropped, rtnl_link_stats64): for
+// an endpoint's outer end, the frames towards the endpoint that found its
+// ring (or, without NAPI, the CPU's input backlog) full, in veth_xmit.
+// Flood copies and host traffic pass there; unicast from the wire does
+// not (bpf_redirect_peer).
+func VethRxDropped() (map[int]uint64, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	out := map[int]uint64{}
+	for _, l := range links {
+		if st := l.Attrs().Statistics; st != nil && l.Type() == "veth" {
+			out[l.Attrs().Index] = st.TxDropped
+		}
+	}
+	return out, nil
 }
 
 // Snapshots reads the counters of every parent attached under root, or of
@@ -56,6 +81,15 @@ func Snapshots(root, only string) ([]ParentSnapshot, error) {
 			return nil, fmt.Errorf("%s: %w", parent, err)
 		}
 		out = append(out, ParentSnapshot{Parent: parent, Snapshot: s})
+	}
+	if len(out) > 0 {
+		drops, err := VethRxDropped()
+		if err != nil {
+			return nil, err
+		}
+		for i := range out {
+			out[i].RxDropped = drops
+		}
 	}
 	if len(out) == 0 {
 		return nil, notAttached(only)

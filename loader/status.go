@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,8 +23,15 @@ type ParentStatus struct {
 	Present bool   `json:"present"` // the interface exists here with that ifindex
 	// RenamedTo is the parent's name now, when it was renamed since
 	// attach (found by its ifindex and the links on it).
-	RenamedTo string           `json:"renamed_to,omitempty"`
-	XDPMode   XDPMode          `json:"xdp_mode"`
+	RenamedTo string `json:"renamed_to,omitempty"`
+	// XDP is "on" while the XDP program runs on the parent in native
+	// mode, else "off" (tcx classifies alone); XDPChoice is what attach
+	// --xdp asked, XDPReason why XDP is on or off, Driver the parent's
+	// driver (ethtool -i) the choice auto goes by.
+	XDP       string           `json:"xdp"`
+	XDPChoice XDPChoice        `json:"xdp_choice"`
+	XDPReason string           `json:"xdp_reason"`
+	Driver    string           `json:"driver"`
 	Hairpin   bool             `json:"hairpin"`
 	Links     []LinkStatus     `json:"links"`
 	Tables    []TableStatus    `json:"tables"`
@@ -71,7 +79,7 @@ func Status(root, only string) ([]ParentStatus, error) {
 }
 
 func parentStatus(dir string) ParentStatus {
-	st := ParentStatus{Parent: filepath.Base(dir), XDPMode: "none", Links: []LinkStatus{}, Tables: []TableStatus{}} // [] not null in JSON
+	st := ParentStatus{Parent: filepath.Base(dir), XDP: "off", Links: []LinkStatus{}, Tables: []TableStatus{}} // [] not null in JSON
 	tables, err := tables.OpenPinned(dir)
 	if err != nil {
 		st.Error = err.Error()
@@ -91,9 +99,21 @@ func parentStatus(dir string) ParentStatus {
 		st.Present = true
 		st.Promiscuity = l.Attrs().Promisc
 		st.UnicastMACs = unicastMACs(st.Ifindex)
-		st.XDPMode = xdpModeOf(l)
-		if st.XDPMode == "none" && exists(filepath.Join(dir, state.PinRxTCLink)) {
-			st.XDPMode = ModeGeneric // tcx alone: see attachXDP
+		if nativeXDP(l) {
+			st.XDP = "on"
+		}
+		st.Driver = driverOf(name)
+		if st.Settings != nil {
+			st.XDPChoice = XDPChoice(st.Settings.XDPChoice)
+			n, _ := countXDPDelivery(tables)
+			want, reason := decideXDP(st.XDPChoice, st.Driver, n)
+			switch {
+			case want && st.XDP == "off" && st.XDPChoice == XDPAuto && n == 0:
+				reason = noNativeXDP(st.Driver)
+			case want != (st.XDP == "on"):
+				reason += fmt.Sprintf(", but XDP is %s: `xmacvlan attach %s` sets it right", st.XDP, name)
+			}
+			st.XDPReason = reason
 		}
 	}
 	st.Tables = tables.Fills()

@@ -50,6 +50,7 @@ type Collector struct {
 
 	// Per endpoint: {parent, vlan, network, endpoint}.
 	rxPackets, rxBytes, txPackets, txBytes *prometheus.Desc
+	rxDropped                              *prometheus.Desc
 	// Per endpoint, 1: those and {mac, outer, docker_endpoint, container}.
 	endpointInfo *prometheus.Desc
 	// Per VLAN: {parent, vlan, network}.
@@ -88,6 +89,7 @@ func NewCollector(source Source, owners Owners, logf func(format string, args ..
 		rxBytes:   desc("rx_bytes_total", "Bytes delivered to the endpoint, without any VLAN tag.", endpoint...),
 		txPackets: desc("tx_packets_total", "Frames the endpoint sent that the datapath accepted.", endpoint...),
 		txBytes:   desc("tx_bytes_total", "Bytes the endpoint sent that the datapath accepted, before tagging.", endpoint...),
+		rxDropped: desc("rx_dropped_total", "Frames towards the endpoint its veth dropped because the endpoint's ring was full: flood copies and host traffic (the outer veth's tx_dropped).", endpoint...),
 		endpointInfo: desc("endpoint_info", "Each endpoint, always 1: its MAC, outer veth and, for a Docker endpoint, Docker's endpoint ID and container name. Join on parent, vlan, network, endpoint.",
 			append(endpoint, "mac", "outer", "docker_endpoint", "container")...),
 
@@ -108,7 +110,7 @@ func NewCollector(source Source, owners Owners, logf func(format string, args ..
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.rxPackets, c.rxBytes, c.txPackets, c.txBytes, c.endpointInfo,
+		c.rxPackets, c.rxBytes, c.txPackets, c.txBytes, c.rxDropped, c.endpointInfo,
 		c.vlanRxPackets, c.vlanRxBytes, c.vlanTxPackets, c.vlanTxBytes, c.networkEndpoints,
 		c.dropPackets, c.dropBytes, c.eventPackets, c.eventBytes,
 	} {
@@ -170,6 +172,7 @@ func (c *Collector) metrics(snaps []loader.ParentSnapshot, owners map[string]Own
 			b.add(c.rxBytes, prometheus.CounterValue, e.Traffic.RxBytes, l...)
 			b.add(c.txPackets, prometheus.CounterValue, e.Traffic.TxPackets, l...)
 			b.add(c.txBytes, prometheus.CounterValue, e.Traffic.TxBytes, l...)
+			b.add(c.rxDropped, prometheus.CounterValue, s.RxDropped[e.Endpoint.Ifindex], l...)
 			o := owners[e.Endpoint.Outer]
 			b.add(c.endpointInfo, prometheus.GaugeValue, 1, slices.Concat(l, []string{e.Endpoint.MAC.String(), e.Endpoint.Outer, o.DockerEndpoint, o.Container})...)
 		}

@@ -43,7 +43,7 @@ func fixture() []loader.ParentSnapshot {
 			{VLAN: 0, Traffic: tables.Traffic{RxPackets: 10, RxBytes: 1000, TxPackets: 20, TxBytes: 2000}},
 			{VLAN: 10, Traffic: tables.Traffic{RxPackets: 8, RxBytes: 300, TxPackets: 4, TxBytes: 400}},
 		},
-	}}
+	}, RxDropped: map[int]uint64{8: 6}}
 	for i := range tables.DropReasons() {
 		s.Drops = append(s.Drops, tables.Count{Packets: uint64(i + 1), Bytes: uint64(64 * (i + 1))})
 	}
@@ -144,7 +144,7 @@ func TestMetricsFromSnapshot(t *testing.T) {
 		"xmacvlan_endpoint_info",
 		"xmacvlan_event_bytes_total", "xmacvlan_events_total",
 		"xmacvlan_network_endpoints",
-		"xmacvlan_rx_bytes_total", "xmacvlan_rx_packets_total",
+		"xmacvlan_rx_bytes_total", "xmacvlan_rx_dropped_total", "xmacvlan_rx_packets_total",
 		"xmacvlan_scrape_errors_total",
 		"xmacvlan_tx_bytes_total", "xmacvlan_tx_packets_total",
 		"xmacvlan_vlan_rx_bytes_total", "xmacvlan_vlan_rx_packets_total",
@@ -158,6 +158,7 @@ func TestMetricsFromSnapshot(t *testing.T) {
 	for name, v := range map[string]float64{
 		"xmacvlan_rx_packets_total": 3, "xmacvlan_rx_bytes_total": 300,
 		"xmacvlan_tx_packets_total": 4, "xmacvlan_tx_bytes_total": 400,
+		"xmacvlan_rx_dropped_total": 6,
 	} {
 		if got := value(t, fams, name, ep); got != v {
 			t.Errorf("%s%v = %v, want %v", name, ep, got, v)

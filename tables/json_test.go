@@ -22,8 +22,8 @@ func TestJSONForms(t *testing.T) {
 			`{"vlan":0,"mode":"bridge","members":0,"name":"lan"}`},
 		{Endpoint{Ifindex: 7, ID: 2, VLAN: 10, MAC: mac, Netns: "c1", NetnsIno: 42, Ifname: "eth0", IP: ip}, &Endpoint{},
 			`{"ifindex":7,"id":2,"vlan":10,"xdp_delivery":false,"host":false,"netns":"c1","netns_ino":42,"ifname":"eth0","mac":"02:00:00:00:05:11","ip":"10.0.0.5/24"}`},
-		{Settings{ParentIfindex: 3, ParentMAC: mac, Hairpin: true}, &Settings{},
-			`{"parent_ifindex":3,"hairpin":true,"restore_rx_vlan":false,"generic":false,"netns_cookie":0,"parent_mac":"02:00:00:00:05:11"}`},
+		{Settings{ParentIfindex: 3, ParentMAC: mac, Hairpin: true, XDPChoice: "auto"}, &Settings{},
+			`{"parent_ifindex":3,"hairpin":true,"restore_rx_vlan":false,"xdp_choice":"auto","netns_cookie":0,"parent_mac":"02:00:00:00:05:11"}`},
 	} {
 		got, err := json.Marshal(tc.v)
 		if err != nil {

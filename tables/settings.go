@@ -3,6 +3,7 @@ package tables
 import (
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/cilium/ebpf"
 
@@ -17,9 +18,12 @@ type Settings struct {
 	// RestoreRxVLAN records that attach turned the parent's rx-vlan
 	// offload off, so that detach turns it back on.
 	RestoreRxVLAN bool `json:"restore_rx_vlan"`
-	// Generic records that the parent was attached without XDP (tcx
-	// classifies), so that a re-attach keeps the mode it had.
-	Generic bool `json:"generic"`
+	// XDPChoice is what attach was asked of XDP: "auto", "on" or "off"
+	// (attach --xdp), kept so that a re-attach keeps it; "" before the
+	// first attach. Of a parent attached by a build that recorded no
+	// choice it is what that build ran: "off" if it attached no XDP
+	// program, else "on".
+	XDPChoice string `json:"xdp_choice"`
 	// NetnsCookie is the network namespace the parent was attached in
 	// (SO_NETNS_COOKIE, linux 5.14: unique for the boot, never reused).
 	NetnsCookie uint64 `json:"netns_cookie"`
@@ -36,9 +40,24 @@ func (t *Tables) Settings() (Settings, error) {
 		ParentMAC:     append(net.HardwareAddr(nil), raw.ParentMac[:]...),
 		Hairpin:       raw.Hairpin != 0,
 		RestoreRxVLAN: raw.RestoreRxvlan != 0,
-		Generic:       raw.Generic != 0,
+		XDPChoice:     xdpChoice(raw),
 		NetnsCookie:   raw.NetnsCookie,
 	}, nil
+}
+
+// xdpChoices are the values of settings.xdp_choice, from 1.
+var xdpChoices = []string{"auto", "on", "off"}
+
+func xdpChoice(raw bpf.XmacvlanSettings) string {
+	switch {
+	case raw.XdpChoice >= 1 && int(raw.XdpChoice) <= len(xdpChoices):
+		return xdpChoices[raw.XdpChoice-1]
+	case raw.ParentIfindex == 0: // never attached
+		return ""
+	case raw.XdpWasOff != 0: // an older build, attached without XDP
+		return "off"
+	}
+	return "on" // an older build, which attached native XDP
 }
 
 // SetSettings replaces the parent's settings.
@@ -51,8 +70,9 @@ func (t *Tables) SetSettings(s Settings) error {
 	if s.RestoreRxVLAN {
 		raw.RestoreRxvlan = 1
 	}
-	if s.Generic {
-		raw.Generic = 1
+	raw.XdpChoice = uint8(slices.Index(xdpChoices, s.XDPChoice) + 1) // 0 when unknown
+	if s.XDPChoice != "" && raw.XdpChoice == 0 {
+		return fmt.Errorf("invalid XDP choice %q: want auto, on or off", s.XDPChoice)
 	}
 	if err := t.m.XmvSettings.Update(uint32(0), raw, 0); err != nil {
 		return fmt.Errorf("write settings: %w", err)

@@ -146,7 +146,7 @@ func TestOneDatapathPerNIC(t *testing.T) {
 	}
 	var st []loader.ParentStatus
 	h.ns.Do(func() (err error) { st, err = loader.Status(h.root, ""); return err })
-	if len(st) != 1 || !st[0].Present || st[0].RenamedTo != "lan0" || st[0].XDPMode != loader.ModeNative {
+	if len(st) != 1 || !st[0].Present || st[0].RenamedTo != "lan0" || st[0].XDP != "on" {
 		t.Errorf("status of the renamed parent: %+v; want ens33 present as lan0 with native XDP", st)
 	}
 	// A new NIC under the old name does not take the datapath away.
@@ -182,8 +182,8 @@ func TestOneDatapathPerNIC(t *testing.T) {
 func TestReattachRestoresLostLinks(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
-	if res := h.attach(loader.ModeAuto); res.XDPMode != loader.ModeNative {
-		t.Fatalf("first attach: %s, want native on veth", res.XDPMode)
+	if res := h.attach(loader.XDPOn); res.XDP != "on" {
+		t.Fatalf("first attach with --xdp on: XDP %s", res.XDP)
 	}
 	h.network("lan", 0, tables.Bridge)
 	c := h.container("lan", "", "10.0.0.2/24", false)
@@ -207,8 +207,8 @@ func TestReattachRestoresLostLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.XDPMode != loader.ModeNative {
-		t.Errorf("re-attach after the XDP link pin was lost: %s, want native", res.XDPMode)
+	if res.XDP != "on" || res.XDPChoice != loader.XDPOn {
+		t.Errorf("re-attach after the XDP link pin was lost: XDP %s (choice %s), want on as recorded", res.XDP, res.XDPChoice)
 	}
 	if x := mustLink(t, h.ns, h.parent).Attrs().Xdp; x == nil || !x.Attached || x.AttachMode != 1 /* XDP_ATTACHED_DRV */ {
 		t.Errorf("XDP on the parent after re-attach: %+v, want native", x)

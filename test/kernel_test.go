@@ -19,17 +19,18 @@ import (
 
 // With a generic (skb-mode) XDP program on a veth, the tcx ingress program
 // after it sees skb->data at the network header, not the MAC header. So
-// generic mode attaches no XDP program and xmv_rx_tc classifies alone.
+// no generic XDP program stands in for native XDP: without it (--xdp off,
+// or auto on a veth) xmv_rx_tc classifies alone.
 func TestGenericXDPHidesMACFromTCX(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
-	if res := h.attach(loader.ModeGeneric); res.XDPMode != loader.ModeGeneric {
-		t.Fatalf("mode %s", res.XDPMode)
+	if res := h.attach(loader.XDPOff); res.XDP != "off" {
+		t.Fatalf("XDP %s with --xdp off", res.XDP)
 	}
 	h.network("lan", 0, tables.Bridge)
 	c := h.container("lan", "", "10.0.0.2/24", false)
 	if err := ping(l.sw, c.ip); err != nil {
-		t.Fatalf("generic mode (tcx alone): %v", err)
+		t.Fatalf("--xdp off (tcx alone): %v", err)
 	}
 
 	dp, err := loader.LoadPinned(filepath.Join(h.root, h.parent))
@@ -48,7 +49,7 @@ func TestGenericXDPHidesMACFromTCX(t *testing.T) {
 	}
 	run(l.sw, "ip", "neigh", "flush", "all")
 	if err := ping(l.sw, c.ip); err == nil {
-		t.Error("delivery works with a generic XDP program in front of tcx: the kernel fact has changed, generic mode could use XDP again")
+		t.Error("delivery works with a generic XDP program in front of tcx: the kernel fact has changed, --xdp off could use generic XDP")
 	}
 	xdp.Close()
 	if err := ping(l.sw, c.ip); err != nil {
@@ -65,7 +66,7 @@ func TestVLANTagInSkbMetadata(t *testing.T) {
 	l := newLab(t)
 	a, b := l.host(), l.host()
 	for _, h := range []*host{a, b} {
-		if res := h.attach(""); res.Program != bpf.XmacvlanProgXmvRxXdpMeta {
+		if res := h.attach(loader.XDPOn); res.Program != bpf.XmacvlanProgXmvRxXdpMeta {
 			t.Fatalf("receive program %s on veth, want the device-bound variant", res.Program)
 		}
 		h.network("v10", 10, tables.Bridge)

@@ -72,10 +72,16 @@ func TestTwoHostsVLAN10And20(t *testing.T) {
 // Every receive path × delivery × tag placement carries traffic between
 // two hosts on VLAN 10.
 func TestVLANAcrossHostsEveryPath(t *testing.T) {
-	for _, mode := range []loader.XDPMode{loader.ModeNative, loader.ModeGeneric} {
-		for _, xdp := range []bool{false, true} {
+	// --xdp off refuses XDP delivery; under auto the first XDP-delivery
+	// endpoint turns XDP on.
+	for _, p := range []struct {
+		choice loader.XDPChoice
+		xdp    bool
+	}{{loader.XDPOn, false}, {loader.XDPOff, false}, {loader.XDPOn, true}, {loader.XDPAuto, true}} {
+		mode, xdp := p.choice, p.xdp
+		{
 			for _, tagInMeta := range []bool{true, false} {
-				t.Run(fmt.Sprintf("%s xdp-delivery=%v tag-in-metadata=%v", mode, xdp, tagInMeta), func(t *testing.T) {
+				t.Run(fmt.Sprintf("xdp=%s xdp-delivery=%v tag-in-metadata=%v", mode, xdp, tagInMeta), func(t *testing.T) {
 					l := newLab(t)
 					a, b := l.host(), l.host()
 					if !tagInMeta {
@@ -83,8 +89,12 @@ func TestVLANAcrossHostsEveryPath(t *testing.T) {
 						run(l.sw, "ethtool", "-K", b.port, "txvlan", "off")
 					}
 					for _, h := range []*host{a, b} {
-						if res := h.attach(mode); res.XDPMode != mode {
-							t.Fatalf("attached %s, want %s", res.XDPMode, mode)
+						want := "off" // off, and auto on a veth
+						if mode == loader.XDPOn {
+							want = "on"
+						}
+						if res := h.attach(mode); res.XDP != want {
+							t.Fatalf("attached with --xdp %s: XDP %s, want %s", mode, res.XDP, want)
 						}
 						h.network("v10", 10, tables.Bridge)
 					}

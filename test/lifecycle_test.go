@@ -23,7 +23,7 @@ func TestPinsOutliveTheCLI(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
 	for _, args := range [][]string{
-		{"attach", h.parent},
+		{"attach", h.parent, "--xdp", "on"},
 		{"network", "create", "lan", "--parent", h.parent, "--subnet", "10.0.0.0/24", "--gateway", "10.0.0.1"},
 	} {
 		if out, err := h.cli(args...); err != nil {
@@ -43,7 +43,7 @@ func TestPinsOutliveTheCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &sts); err != nil {
 		t.Fatalf("status -o json: %v\n%s", err, out)
 	}
-	if len(sts) != 1 || sts[0].XDPMode != "native" || !sts[0].Present {
+	if len(sts) != 1 || sts[0].XDP != "on" || sts[0].XDPChoice != loader.XDPOn || sts[0].Driver != "veth" || !sts[0].Present {
 		t.Fatalf("status: %+v", sts)
 	}
 	progs := map[string]bool{}
@@ -58,8 +58,8 @@ func TestPinsOutliveTheCLI(t *testing.T) {
 			t.Errorf("status lists no link running %s: %+v", p, sts[0].Links)
 		}
 	}
-	if text, _ := h.cli("status"); !strings.Contains(text, "XDP native") {
-		t.Errorf("status text does not say native:\n%s", text)
+	if text, _ := h.cli("status"); !strings.Contains(text, "XDP on") || !strings.Contains(text, "XDP on: --xdp on") {
+		t.Errorf("status text does not say XDP on and why:\n%s", text)
 	}
 }
 
@@ -266,7 +266,9 @@ func TestAttachBadInput(t *testing.T) {
 	}{
 		{[]string{"attach", "nosuch0"}, "unknown parent"},
 		{[]string{"attach", "../x"}, "invalid interface name"},
-		{[]string{"attach", h.parent, "--mode", "turbo"}, "invalid XDP mode"},
+		{[]string{"attach", h.parent, "--xdp", "turbo"}, `invalid --xdp "turbo": want auto, on or off`},
+		{[]string{"attach", h.parent, "--mode", "turbo"}, `invalid --mode "turbo"`},
+		{[]string{"attach", h.parent, "--mode", "native", "--xdp", "on"}, "--mode and --xdp both given"},
 		{[]string{"--bpffs", "/tmp/not-bpffs", "attach", h.parent}, "not on a bpf filesystem"},
 		{[]string{"detach", h.parent}, "not attached"},
 		{[]string{"network", "create", "x", "--parent", h.parent}, "not attached"},

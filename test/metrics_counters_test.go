@@ -224,16 +224,16 @@ func settle(t *testing.T, ex http.Handler) promView {
 // `xmacvlan stats -o json` (the CLI, a separate process) must agree with
 // the exporter on every counter.
 func TestCountersMatchTrafficSent(t *testing.T) {
-	for _, mode := range []loader.XDPMode{loader.ModeNative, loader.ModeGeneric} {
+	for _, mode := range []loader.XDPChoice{loader.XDPOn, loader.XDPOff} {
 		t.Run(string(mode), func(t *testing.T) { countersMatchTraffic(t, mode) })
 	}
 }
 
-func countersMatchTraffic(t *testing.T, mode loader.XDPMode) {
+func countersMatchTraffic(t *testing.T, mode loader.XDPChoice) {
 	l := newLab(t)
 	h := l.host()
 	hairpin := true
-	if _, err := h.tryAttach(loader.AttachOptions{Mode: mode, Hairpin: &hairpin}); err != nil {
+	if _, err := h.tryAttach(loader.AttachOptions{XDP: mode, Hairpin: &hairpin}); err != nil {
 		t.Fatal(err)
 	}
 	h.network("lan", 0, tables.Bridge)
@@ -241,7 +241,8 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPMode) {
 	h.network("v20", 20, tables.Private)
 	u := h.container("lan", "02:00:00:00:00:0a", "", false)
 	a := h.container("v10", "02:00:00:00:10:0a", "", false)
-	b := h.container("v10", "02:00:00:00:10:0b", "", true) // XDP delivery
+	native := mode == loader.XDPOn
+	b := h.container("v10", "02:00:00:00:10:0b", "", native) // XDP delivery, which --xdp off refuses
 	p1 := h.container("v20", "02:00:00:00:20:01", "", false)
 	p2 := h.container("v20", "02:00:00:00:20:02", "", false)
 	for _, ns := range []*testutil.Netns{l.sw, h.ns, u.ns, a.ns, b.ns, p1.ns, p2.ns} {
@@ -272,7 +273,6 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPMode) {
 	runt := append(append(append([]byte{}, a.ep.MAC...), far...), 0x81, 0x00, 0x00)
 	big := bytes.Repeat([]byte("xmv-too-big."), 100) // 1200 bytes
 	const bigSize = 14 + 1200
-	native := mode == loader.ModeNative
 
 	steps := []struct {
 		name   string
@@ -286,7 +286,7 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPMode) {
 			func() { wire.send(t, frame(b.ep.MAC, far, q(10), payload)) },
 			func() expect {
 				e := expect{}.rx(b, "v10", n, size).vlan("rx", 10, "v10", n, size)
-				if native { // generic mode has no XDP: the skb path delivers
+				if native { // --xdp off has no XDP: the skb path delivers
 					e.event(tables.EvXDPRedirect, n, size)
 				}
 				return e
@@ -322,7 +322,7 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPMode) {
 		// Drops, one reason after the other.
 		{"runt from the wire",
 			func() { wire.send(t, runt) },
-			// In generic mode the kernel frees a tagged frame too short
+			// Without XDP the kernel frees a tagged frame too short
 			// for its tag (skb_vlan_untag) before tcx sees it: only
 			// XDP can count a runt.
 			func() expect {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/xmacvlan/xmacvlan/internal/ethtool"
+	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
 
@@ -23,8 +24,8 @@ const (
 func TestFramesReachOnlyTheirEndpoint(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
-	if res := h.attach(""); res.XDPMode != "native" {
-		t.Fatalf("XDP mode on veth: %s, want native", res.XDPMode)
+	if res := h.attach(loader.XDPOn); res.XDP != "on" {
+		t.Fatalf("XDP on veth with --xdp on: %s, want on", res.XDP)
 	}
 	h.network("lan", 0, tables.Bridge)
 	h.network("v10", 10, tables.Bridge)

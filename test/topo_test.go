@@ -123,9 +123,9 @@ func addr(t testing.TB, ns *testutil.Netns, dev, cidr string) {
 }
 
 // attach runs loader.Attach in the host's namespace; detach is cleanup.
-func (h *host) attach(mode loader.XDPMode) *loader.AttachResult {
+func (h *host) attach(choice loader.XDPChoice) *loader.AttachResult {
 	h.lab.t.Helper()
-	res, err := h.tryAttach(loader.AttachOptions{Mode: mode})
+	res, err := h.tryAttach(loader.AttachOptions{XDP: choice})
 	if err != nil {
 		h.lab.t.Fatalf("attach: %v", err)
 	}

@@ -10,7 +10,7 @@ import (
 )
 
 func newAttachCmd(g *globals) *cobra.Command {
-	var mode string
+	var xdp, mode string
 	var replace, hairpin bool
 	cmd := &cobra.Command{
 		Use:   "attach PARENT",
@@ -20,11 +20,11 @@ func newAttachCmd(g *globals) *cobra.Command {
 			"keeps the tables and replaces changed programs atomically.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := loader.ParseXDPMode(mode)
+			choice, err := xdpChoice(cmd, xdp, mode)
 			if err != nil {
 				return err
 			}
-			opts := loader.AttachOptions{Root: g.root, Parent: args[0], Mode: m, Replace: replace}
+			opts := loader.AttachOptions{Root: g.root, Parent: args[0], XDP: choice, Replace: replace}
 			if cmd.Flags().Changed("hairpin") {
 				opts.Hairpin = &hairpin
 			}
@@ -48,7 +48,8 @@ func newAttachCmd(g *globals) *cobra.Command {
 			if res.New {
 				verb = "attached"
 			}
-			fmt.Fprintf(w, "%s %s: XDP %s mode (%s), tcx ingress, hairpin %s\n", verb, res.Parent, res.XDPMode, res.Program, onOff(res.Hairpin))
+			fmt.Fprintf(w, "%s %s: XDP %s (%s), tcx ingress, hairpin %s\n", verb, res.Parent, res.XDP, res.Program, onOff(res.Hairpin))
+			fmt.Fprintf(w, "XDP %s: %s\n", res.XDPChoice, res.XDPReason)
 			if len(res.Upgraded) > 0 {
 				fmt.Fprintf(w, "upgraded in place: %s\n", strings.Join(res.Upgraded, ", "))
 			}
@@ -58,10 +59,34 @@ func newAttachCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&mode, "mode", "auto", "auto (native XDP, else generic), native, or generic (tcx alone, for drivers without XDP)")
+	cmd.Flags().StringVar(&xdp, "xdp", "", "auto, on (native XDP or fail) or off (tcx alone); auto decides by the driver and the endpoints' delivery "+
+		"(default: what the parent was attached with, else auto)")
+	cmd.Flags().StringVar(&mode, "mode", "", "deprecated: --xdp (native = on, generic = off)")
+	cmd.Flags().MarkHidden("mode")
 	cmd.Flags().BoolVar(&replace, "replace", false, "reload: swap every program in place even if unchanged")
 	cmd.Flags().BoolVar(&hairpin, "hairpin", false, "host <-> container traffic on the untagged segment (--hairpin=false turns it off; default: keep)")
 	return cmd
+}
+
+// xdpChoice reads --xdp, or the deprecated --mode it replaced (with a
+// notice on stderr).
+func xdpChoice(cmd *cobra.Command, xdp, mode string) (loader.XDPChoice, error) {
+	if !cmd.Flags().Changed("mode") {
+		if xdp == "" {
+			return "", nil
+		}
+		return loader.ParseXDPChoice(xdp)
+	}
+	if cmd.Flags().Changed("xdp") {
+		return "", fmt.Errorf("--mode and --xdp both given: use --xdp alone (--mode is deprecated)")
+	}
+	old := map[string]loader.XDPChoice{"native": loader.XDPOn, "generic": loader.XDPOff, "auto": loader.XDPAuto}
+	c, ok := old[mode]
+	if !ok {
+		return "", fmt.Errorf("invalid --mode %q: want auto, native or generic (deprecated: use --xdp auto, on or off)", mode)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "warning: --mode is deprecated: use --xdp %s\n", c)
+	return c, nil
 }
 
 func newDetachCmd(g *globals) *cobra.Command {

@@ -159,6 +159,9 @@ type endpointRowJSON struct {
 	ID         int    `json:"id"`
 	State      string `json:"state"`
 	Stale      bool   `json:"stale"`
+	// RxDropped: frames towards the endpoint its veth dropped, ring full
+	// (flood copies, host traffic).
+	RxDropped uint64 `json:"rx_dropped"`
 	// A Docker endpoint's ID and container (docker-plugin's state).
 	DockerEndpoint string `json:"docker_endpoint,omitempty"`
 	Container      string `json:"container,omitempty"`
@@ -167,7 +170,7 @@ type endpointRowJSON struct {
 func endpointRow(e lifecycle.EndpointStatus) endpointRowJSON {
 	r := endpointRowJSON{Network: e.Network, VLAN: e.VLAN, Netns: e.Netns, Ifname: e.Ifname, MAC: e.MAC.String(),
 		Delivery: deliveryName(e.Endpoint), Host: e.Host, StormLimit: e.StormLimit, Ifindex: e.Ifindex, ID: e.ID, Outer: e.Outer,
-		State: e.State.String(), Stale: e.Stale}
+		State: e.State.String(), Stale: e.Stale, RxDropped: e.RxDropped}
 	if e.IP != nil {
 		r.IP = e.IP.String()
 	}
@@ -210,7 +213,7 @@ func newEndpointListCmd(g *globals) *cobra.Command {
 				return writeJSON(w, rows)
 			}
 			tw := newTable(w)
-			fmt.Fprintln(tw, "NETWORK\tVLAN\tNAMESPACE\tIFNAME\tMAC\tIP\tDELIVERY\tSTORM-LIMIT\tOUTER")
+			fmt.Fprintln(tw, "NETWORK\tVLAN\tNAMESPACE\tIFNAME\tMAC\tIP\tDELIVERY\tSTORM-LIMIT\tRX DROPPED\tOUTER")
 			for _, r := range rows {
 				outer := r.Outer
 				switch {
@@ -223,8 +226,8 @@ func newEndpointListCmd(g *globals) *cobra.Command {
 				if o, ok := owners[r.Outer]; ok {
 					netns = o.String()
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Network, vlanName(r.VLAN), netns, r.Ifname,
-					r.MAC, dashIfEmpty(r.IP), r.Delivery, stormName(r.StormLimit), outer)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Network, vlanName(r.VLAN), netns, r.Ifname,
+					r.MAC, dashIfEmpty(r.IP), r.Delivery, stormName(r.StormLimit), r.RxDropped, outer)
 			}
 			return tw.Flush()
 		},

@@ -78,6 +78,9 @@ type endpointStatsJSON struct {
 	DockerEndpoint string `json:"docker_endpoint,omitempty"`
 	Container      string `json:"container,omitempty"`
 	trafficJSON
+	// RxDropped: frames towards the endpoint its veth dropped, ring full
+	// (loader.VethRxDropped).
+	RxDropped uint64 `json:"rx_dropped"`
 	// --watch: absent on the first sample and after a counter reset.
 	Rate *trafficRateJSON `json:"rate,omitempty"`
 }
@@ -240,7 +243,7 @@ func buildStats(now time.Time, snaps []loader.ParentSnapshot, owners map[string]
 		for _, e := range snap.Endpoints {
 			ep := e.Endpoint
 			row := endpointStatsJSON{Network: netName(nets, ep.VLAN), VLAN: ep.VLAN, Netns: ep.Netns, Ifname: ep.Ifname,
-				MAC: ep.MAC.String(), Ifindex: ep.Ifindex, ID: ep.ID, trafficJSON: trafficOf(e.Traffic)}
+				MAC: ep.MAC.String(), Ifindex: ep.Ifindex, ID: ep.ID, trafficJSON: trafficOf(e.Traffic), RxDropped: snap.RxDropped[ep.Ifindex]}
 			if o, ok := owners[ep.Outer]; ok && ep.Outer != "" {
 				row.DockerEndpoint, row.Container = o.Endpoint, o.Container
 			}
@@ -357,17 +360,17 @@ func writeStatsText(w io.Writer, s statsJSON) error {
 		fmt.Fprintf(w, "parent %s\n", p.Parent)
 		tw := newTable(w)
 		if rates {
-			fmt.Fprintln(tw, "  NETWORK\tVLAN\tNAMESPACE\tIFNAME\tMAC\tRX PPS\tRX BIT/S\tTX PPS\tTX BIT/S\tRX PKTS\tTX PKTS")
+			fmt.Fprintln(tw, "  NETWORK\tVLAN\tNAMESPACE\tIFNAME\tMAC\tRX PPS\tRX BIT/S\tTX PPS\tTX BIT/S\tRX PKTS\tTX PKTS\tRX DROPPED")
 		} else {
-			fmt.Fprintln(tw, "  NETWORK\tVLAN\tNAMESPACE\tIFNAME\tMAC\tRX PKTS\tRX BYTES\tTX PKTS\tTX BYTES")
+			fmt.Fprintln(tw, "  NETWORK\tVLAN\tNAMESPACE\tIFNAME\tMAC\tRX PKTS\tRX BYTES\tTX PKTS\tTX BYTES\tRX DROPPED")
 		}
 		for _, e := range p.Endpoints {
 			netns := dashIfEmpty(e.Netns)
 			if e.DockerEndpoint != "" {
 				netns = docker.Owner{Endpoint: e.DockerEndpoint, Container: e.Container}.String()
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", dashIfEmpty(e.Network), vlanName(e.VLAN), netns,
-				dashIfEmpty(e.Ifname), e.MAC, trafficColumns(e.trafficJSON, e.Rate, rates))
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\n", dashIfEmpty(e.Network), vlanName(e.VLAN), netns,
+				dashIfEmpty(e.Ifname), e.MAC, trafficColumns(e.trafficJSON, e.Rate, rates), e.RxDropped)
 		}
 		if len(p.Endpoints) == 0 {
 			fmt.Fprintln(tw, "  (no endpoints)")

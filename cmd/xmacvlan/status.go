@@ -11,7 +11,7 @@ import (
 func newStatusCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status [PARENT]",
-		Short: "Show attached parents: XDP mode, programs, table sizes",
+		Short: "Show attached parents: XDP on or off and why, programs, table sizes",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			only := ""
@@ -54,7 +54,10 @@ func printStatus(cmd *cobra.Command, st loader.ParentStatus) {
 	if !st.Present {
 		presence = "  (interface not found in this network namespace)"
 	}
-	fmt.Fprintf(w, "parent %s  ifindex %d  XDP %s  hairpin %s%s\n", st.Parent, st.Ifindex, st.XDPMode, onOff(st.Hairpin), presence)
+	fmt.Fprintf(w, "parent %s  ifindex %d  driver %s  XDP %s  hairpin %s%s\n", st.Parent, st.Ifindex, st.Driver, st.XDP, onOff(st.Hairpin), presence)
+	if st.XDPChoice != "" {
+		fmt.Fprintf(w, "  XDP %s: %s\n", st.XDPChoice, st.XDPReason)
+	}
 	if st.Present {
 		filter := "unicast filter"
 		if st.Promiscuity > 0 {

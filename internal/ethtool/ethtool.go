@@ -12,12 +12,15 @@ import (
 
 // Legacy ethtool commands: each maps to one netdev feature in the kernel.
 const (
-	ethtoolGTXCSUM = 0x16
-	ethtoolSTXCSUM = 0x17
-	ethtoolGFLAGS  = 0x25
-	ethtoolSFLAGS  = 0x26
-	ethtoolGGRO    = 0x2b
-	ethtoolSGRO    = 0x2c
+	ethtoolGDRVINFO = 0x03
+	ethtoolGTXCSUM  = 0x16
+	ethtoolSTXCSUM  = 0x17
+	ethtoolGFLAGS   = 0x25
+	ethtoolSFLAGS   = 0x26
+	ethtoolGGRO     = 0x2b
+	ethtoolSGRO     = 0x2c
+	ethtoolGTSO     = 0x1e
+	ethtoolSTSO     = 0x1f
 
 	flagRxVLAN = 1 << 8 // ETH_FLAG_RXVLAN: NETIF_F_HW_VLAN_CTAG_RX
 )
@@ -37,23 +40,30 @@ type value struct {
 }
 
 func ioctl(ifname string, cmd, data uint32) (uint32, error) {
+	v := value{cmd: cmd, data: data}
+	err := ethtoolCall(ifname, unsafe.Pointer(&v))
+	return v.data, err
+}
+
+// ethtoolCall runs SIOCETHTOOL with arg, a struct that starts with the
+// command.
+func ethtoolCall(ifname string, arg unsafe.Pointer) error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer unix.Close(fd)
-	v := value{cmd: cmd, data: data}
 	var req ifreq
 	copy(req.name[:unix.IFNAMSIZ-1], ifname)
-	req.data = uintptr(unsafe.Pointer(&v))
+	req.data = uintptr(arg)
 	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&req)))
 	if errno != 0 {
 		if errno == unix.EOPNOTSUPP {
-			return 0, fmt.Errorf("%s: %w", ifname, ErrFixed)
+			return fmt.Errorf("%s: %w", ifname, ErrFixed)
 		}
-		return 0, fmt.Errorf("ethtool on %s: %w", ifname, errno)
+		return fmt.Errorf("ethtool on %s: %w", ifname, errno)
 	}
-	return v.data, nil
+	return nil
 }
 
 // RxVLANOffload reports whether the NIC strips VLAN tags into metadata.
@@ -88,6 +98,39 @@ func GRO(ifname string) (bool, error) {
 func SetGRO(ifname string, on bool) error {
 	_, err := ioctl(ifname, ethtoolSGRO, b2u(on))
 	return err
+}
+
+// TSO reports whether TCP segmentation offload is on.
+func TSO(ifname string) (bool, error) {
+	v, err := ioctl(ifname, ethtoolGTSO, 0)
+	return v != 0, err
+}
+
+// SetTSO turns TCP segmentation offload (every TSO feature,
+// NETIF_F_ALL_TSO) on or off.
+func SetTSO(ifname string, on bool) error {
+	_, err := ioctl(ifname, ethtoolSTSO, b2u(on))
+	return err
+}
+
+// Driver names the interface's driver (ETHTOOL_GDRVINFO), as `ethtool -i`
+// does: "veth", "virtio_net", "mlx5_core", ...
+func Driver(ifname string) (string, error) {
+	// struct ethtool_drvinfo: cmd, then driver[32], version[32], ...
+	var info struct {
+		cmd    uint32
+		driver [32]byte
+		_      [160]byte
+	}
+	info.cmd = ethtoolGDRVINFO
+	if err := ethtoolCall(ifname, unsafe.Pointer(&info)); err != nil {
+		return "", err
+	}
+	n := 0
+	for n < len(info.driver) && info.driver[n] != 0 {
+		n++
+	}
+	return string(info.driver[:n]), nil
 }
 
 // SetTxChecksum turns transmit checksum offload on or off.

@@ -450,7 +450,7 @@ func (b *bench) upgrade(round int, p path) error {
 			if swapErr = b.sleep(step); swapErr == nil {
 				swapErr = b.lab.host.do(func() error {
 					_, err := loader.Attach(loader.AttachOptions{Root: b.lab.root, Parent: parent,
-						Mode: loader.ModeNative, Replace: true})
+						XDP: loader.XDPOn, Replace: true})
 					return err
 				})
 			}

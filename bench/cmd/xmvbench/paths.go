@@ -116,11 +116,11 @@ func (d *deployment) deployMacvlan() error {
 func (d *deployment) deployXmacvlan() error {
 	l := d.lab
 	return l.host.do(func() error {
-		mode := loader.ModeGeneric
+		mode := loader.XDPOff
 		if d.path.xdpOn() {
-			mode = loader.ModeNative
+			mode = loader.XDPOn
 		}
-		if _, err := loader.Attach(loader.AttachOptions{Root: l.root, Parent: parent, Mode: mode}); err != nil {
+		if _, err := loader.Attach(loader.AttachOptions{Root: l.root, Parent: parent, XDP: mode}); err != nil {
 			return err
 		}
 		lc := &lifecycle.Root{Dir: l.root}
