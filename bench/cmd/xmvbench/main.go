@@ -2,9 +2,11 @@
 // the same generator on the same topology in one run. It builds a wire
 // namespace whose veth feeds a parent in a host namespace, and container
 // namespaces for the endpoints; then, alternating the paths round by round
-// (kernel macvlan in bridge mode, xmacvlan with skb delivery, xmacvlan with
-// XDP delivery), it measures what arrives at the receivers. It prints a
-// table, and writes bench/results/latest.json and latest.svg.
+// (kernel macvlan in bridge mode; xmacvlan with the parent's XDP program on
+// or off, and skb or XDP delivery), it measures what arrives at the
+// receivers, floods, a broadcast storm's effect on a TCP stream, upgrades
+// and program costs. It prints a table, and writes
+// bench/results/latest.json and latest.svg.
 //
 // It needs root, bpffs and the tools scripts/setup-host.sh installs. It is
 // not a test: nothing here runs under `go test`, and no number fails a
@@ -33,6 +35,7 @@ type config struct {
 	quick         bool
 	rounds        int
 	floodRounds   int
+	stormRounds   int
 	window        time.Duration // each rate is measured over this
 	warmup        time.Duration // after the generator starts
 	tcpTime       time.Duration
@@ -87,7 +90,7 @@ func (c *config) fill() {
 		if c.rounds == 0 {
 			c.rounds = 2
 		}
-		c.floodRounds = 1
+		c.floodRounds, c.stormRounds = 1, 1
 		c.window, c.warmup = 500*time.Millisecond, 200*time.Millisecond
 		c.tcpTime = time.Second
 		c.stormTime = time.Second
@@ -98,7 +101,7 @@ func (c *config) fill() {
 	if c.rounds == 0 {
 		c.rounds = 5
 	}
-	c.floodRounds = min(c.rounds, 3)
+	c.floodRounds, c.stormRounds = min(c.rounds, 3), min(c.rounds, 3)
 	c.window, c.warmup = 2*time.Second, 500*time.Millisecond
 	c.tcpTime = 10 * time.Second
 	c.stormTime = 3 * time.Second
@@ -227,12 +230,12 @@ func (b *bench) all() error {
 			}
 		}
 	}
-	for r := range cfg.rounds {
+	for r := range cfg.stormRounds {
 		if !cfg.runs("storm") {
 			break
 		}
 		for _, p := range rotate(stormPaths(), r) {
-			b.log("storm round %d/%d: %s", r+1, cfg.rounds, p)
+			b.log("storm round %d/%d: %s", r+1, cfg.stormRounds, p)
 			if err := b.storm(r, p); err != nil {
 				return err
 			}
@@ -300,12 +303,13 @@ func settings(cfg config) []string {
 		mode = "QUICK (smoke run)"
 	}
 	return []string{
-		fmt.Sprintf("%s: %d rounds (flood %d), paths alternate each round; rates over %s after %s warm-up; TCP %s per test",
-			mode, cfg.rounds, cfg.floodRounds, cfg.window, cfg.warmup, cfg.tcpTime),
+		fmt.Sprintf("%s: %d rounds (flood %d, storm %d), paths alternate each round; rates over %s after %s warm-up; TCP %s per test (storm line %s)",
+			mode, cfg.rounds, cfg.floodRounds, cfg.stormRounds, cfg.window, cfg.warmup, cfg.tcpTime, cfg.stormTime),
 		"ratio = xmacvlan / kernel macvlan in the same round; counted at the receiver (tcx counter for the stack, XDP counter for an XDP consumer; the parent's rx counter for unwanted frames)",
 		"wire veth pair (wire0 <-> the parent): tx-checksum off (so TSO off), GSO on, GRO on, MTU 1500: MTU-sized frames with full checksums on the wire",
-		fmt.Sprintf("%d endpoints on the untagged segment (frames to the first); xmacvlan attached in native XDP mode, and for xmv-tcx in generic mode (no XDP program: tcx alone)", cfg.endpoints),
+		fmt.Sprintf("%d endpoints on the untagged segment (frames to the first); xmv-on-*: attach --xdp on (XDP program on the parent); xmv-off-skb: --xdp off (tcx alone; what --xdp auto picks on a veth parent); -skb/-xdp: the endpoints' delivery", cfg.endpoints),
 		"VLAN-tagged delivery: xmacvlan only, this kernel has no 8021q (kernel VLAN sub-interfaces cannot be built)",
-		"XDP consumer: native XDP on the veth for xmv-xdp; generic XDP for macvlan (no native XDP), xmv-skb and xmv-tcx (bpf_redirect_peer skips the veth driver)",
+		"XDP consumer: native XDP on the veth for xmv-on-xdp; generic XDP for macvlan (no native XDP), xmv-on-skb and xmv-off-skb (bpf_redirect_peer skips the veth driver)",
+		fmt.Sprintf("storm line: %d endpoints, one broadcasting with trafgen on CPU %d, the victim's iperf3 (both ends) on CPU %d; xmv-off-skb+limit: --storm-limit %d on every endpoint", stormMembers, cfg.cpu, (cfg.cpu+1)%runtime.NumCPU(), stormLimit),
 	}
 }

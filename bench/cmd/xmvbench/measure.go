@@ -139,7 +139,7 @@ func (b *bench) pathRound(round int, p path) error {
 	}
 
 	// 2. Unwanted frames, counted where they are disposed of: the parent.
-	// (xmv-tcx drops them in tcx, after the skb is built.)
+	// (xmv-off-skb drops them in tcx, after the skb is built.)
 	// xmacvlan drops unknown unicast on tagged VLANs (on the untagged
 	// segment it belongs to the host, as with macvlan); the kernel, with
 	// a promiscuous parent and no macvlan for the MAC, builds an skb and

@@ -305,6 +305,13 @@ type Line struct {
 	Met         *bool     `json:"met,omitempty"`
 }
 
+// stormFractions are the storm line's ratios, and what each is of.
+var stormFractions = map[string]string{
+	mStorm:     "victim's TCP during the storm / without it, same round and deployment",
+	mStormBusy: "victim's TCP with the sender as busy on its own lo / without the storm (control)",
+	mStormNet:  "victim's TCP during the storm / with the sender as busy on its own lo",
+}
+
 // ratioLines picks the summary out of the records.
 func ratioLines(recs []Record) []Line {
 	out := []Line{}
@@ -314,10 +321,10 @@ func ratioLines(recs []Record) []Line {
 		case r.RatioToKernel != nil && (r.Target == "" || r.TargetOf == ratioOf):
 			l.Of = "xmacvlan / kernel macvlan in the same round (for ns: kernel / xmacvlan)"
 			l.Median, l.Min, l.Max, l.Rounds = r.RatioToKernel.Median, r.RatioToKernel.Min, r.RatioToKernel.Max, r.RatioToKernel.Rounds
-		case r.Name == mStorm || r.Target != "":
+		case stormFractions[r.Name] != "" || r.Target != "":
 			l.Of = r.Unit
-			if r.Name == mStorm {
-				l.Of = "victim's TCP during the storm / without it, same round and path"
+			if of := stormFractions[r.Name]; of != "" {
+				l.Of = of
 			}
 			l.Median, l.Min, l.Max, l.Rounds = r.Median, r.Min, r.Max, r.Rounds
 		default:
@@ -439,7 +446,7 @@ func chart(rep *Report) string {
 		switch {
 		case r.RatioToKernel != nil && !isCost(r.Unit) && (r.Target == "" || r.TargetOf == ratioOf):
 			rw = row{fmt.Sprintf("%s (%s)", r.Name, r.Path), r.Path, *r.RatioToKernel, nil, r.Met}
-		case r.Name == mStorm || r.Name == mStormBusy || r.Name == mStormNet:
+		case stormFractions[r.Name] != "":
 			rw = row{fmt.Sprintf("%s (%s), fraction", r.Name, r.Path), r.Path, Stats{Median: r.Median, Min: r.Min, Max: r.Max}, nil, r.Met}
 		default:
 			continue
