@@ -182,3 +182,56 @@ func (m rxModel) tx(from tables.Endpoint, frame []byte, hairpin bool, parentMAC 
 }
 
 func bytesEqual(a, b []byte) bool { return string(a) == string(b) }
+
+// Storm control (bpf/storm.h): a token bucket per endpoint and per VLAN,
+// refilled at pps frames per second, holding one second of the rate, full
+// when new.
+
+const stormToken = 1_000_000_000 // one frame, in bucket units (ns per second)
+
+type stormBucket struct {
+	pps    uint64
+	tokens uint64 // frames * stormToken
+	last   int64  // ns; 0 = never used
+}
+
+// take says whether a frame at time now (ns) passes; pps 0 passes all.
+func (b *stormBucket) take(now int64) bool {
+	if b.pps == 0 {
+		return true
+	}
+	elapsed := uint64(stormToken)
+	if b.last != 0 {
+		elapsed = uint64(max(now-b.last, 0))
+	}
+	b.last = max(now, b.last)
+	b.tokens = min(b.tokens+min(elapsed, stormToken)*b.pps, b.pps*stormToken)
+	if b.tokens < stormToken {
+		return false
+	}
+	b.tokens -= stormToken
+	return true
+}
+
+// stormPasses bounds how many of a burst of frames a fresh bucket of pps
+// lets through when the burst takes at most elapsed: at least what passes
+// at one instant, at most that plus what elapsed refills (for elapsed under
+// a second).
+func stormPasses(pps uint64, frames int, elapsed int64) (lo, hi int) {
+	at, spread := stormBucket{pps: pps}, stormBucket{pps: pps}
+	for i := range frames {
+		if at.take(1) {
+			lo++
+		}
+		// The bucket emptied at once, the rest as late as possible: the
+		// most refill that can be spent.
+		when := int64(1)
+		if uint64(i) >= pps {
+			when = 1 + elapsed
+		}
+		if spread.take(when) {
+			hi++
+		}
+	}
+	return lo, hi
+}

@@ -167,6 +167,38 @@ func (r *Root) DeleteNetwork(name string, force bool) error {
 	return h.Tables.DeleteNetwork(n.VLAN)
 }
 
+// SetNetworkStormLimit changes network name's storm limit live (frames per
+// second, 0 = none; CheckStormLimit).
+func (r *Root) SetNetworkStormLimit(name string, pps uint32) error {
+	if err := CheckStormLimit(pps); err != nil {
+		return err
+	}
+	h, n, _, err := r.followingNetwork(name)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return h.Tables.SetNetworkStormLimit(n.VLAN, pps)
+}
+
+// SetEndpointStormLimit changes the storm limit of the endpoint sel names
+// on network live (frames per second, 0 = none; CheckStormLimit).
+func (r *Root) SetEndpointStormLimit(network string, sel Selector, pps uint32) error {
+	if err := CheckStormLimit(pps); err != nil {
+		return err
+	}
+	h, n, recs, err := r.followingNetwork(network)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	rec, found := findRecord(n, sel, recs)
+	if !found {
+		return fmt.Errorf("no such endpoint on network %s", network)
+	}
+	return h.Tables.SetEndpointStormLimit(rec.Ifindex, pps)
+}
+
 // Networks lists the networks of every parent under the root.
 func (r *Root) Networks() ([]loader.ParentNetwork, error) {
 	return loader.Networks(r.Dir)

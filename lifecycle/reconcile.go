@@ -133,6 +133,8 @@ func check(h *loader.Handle, rec tables.Record) []Difference {
 		diff("endpoint table", "an entry", "none")
 	case ep.ID != rec.ID || ep.VLAN != rec.VLAN || !slices.Equal(ep.MAC, rec.MAC):
 		diff("endpoint table", fmt.Sprintf("id %d VLAN %d MAC %s", rec.ID, rec.VLAN, rec.MAC), fmt.Sprintf("id %d VLAN %d MAC %s", ep.ID, ep.VLAN, ep.MAC))
+	case ep.StormLimit != rec.StormLimit:
+		diff("endpoint table", fmt.Sprintf("storm limit %d", rec.StormLimit), fmt.Sprintf("storm limit %d", ep.StormLimit))
 	}
 	holder, ok, err := h.Tables.EndpointByMAC(rec.VLAN, rec.MAC)
 	switch {

@@ -17,7 +17,7 @@ func TestParentNetworkJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"parent":"ens33","vlan":10,"mode":"bridge","members":0,"name":"n10","subnet":"10.0.0.0/24"}`
+	want := `{"parent":"ens33","vlan":10,"mode":"bridge","members":0,"name":"n10","storm_limit":0,"subnet":"10.0.0.0/24"}`
 	if string(got) != want {
 		t.Fatalf("got %s\nwant %s", got, want)
 	}

@@ -16,12 +16,12 @@ func TestJSONForms(t *testing.T) {
 		v, back any
 		want    string
 	}{
-		{Network{VLAN: 10, Mode: VEPA, Members: 1, MTU: 1400, Name: "n10", Subnet: subnet, Gateway: net.ParseIP("10.0.0.1").To4()}, &Network{},
-			`{"vlan":10,"mode":"vepa","members":1,"mtu":1400,"name":"n10","gateway":"10.0.0.1","subnet":"10.0.0.0/24"}`},
+		{Network{VLAN: 10, Mode: VEPA, Members: 1, MTU: 1400, Name: "n10", Subnet: subnet, Gateway: net.ParseIP("10.0.0.1").To4(), StormLimit: 500}, &Network{},
+			`{"vlan":10,"mode":"vepa","members":1,"mtu":1400,"name":"n10","gateway":"10.0.0.1","storm_limit":500,"subnet":"10.0.0.0/24"}`},
 		{Network{Name: "lan"}, &Network{},
-			`{"vlan":0,"mode":"bridge","members":0,"name":"lan"}`},
-		{Endpoint{Ifindex: 7, ID: 2, VLAN: 10, MAC: mac, Netns: "c1", NetnsIno: 42, Ifname: "eth0", IP: ip}, &Endpoint{},
-			`{"ifindex":7,"id":2,"vlan":10,"xdp_delivery":false,"host":false,"netns":"c1","netns_ino":42,"ifname":"eth0","mac":"02:00:00:00:05:11","ip":"10.0.0.5/24"}`},
+			`{"vlan":0,"mode":"bridge","members":0,"name":"lan","storm_limit":0}`},
+		{Endpoint{Ifindex: 7, ID: 2, VLAN: 10, MAC: mac, Netns: "c1", NetnsIno: 42, Ifname: "eth0", IP: ip, StormLimit: 100}, &Endpoint{},
+			`{"ifindex":7,"id":2,"vlan":10,"xdp_delivery":false,"host":false,"storm_limit":100,"netns":"c1","netns_ino":42,"ifname":"eth0","mac":"02:00:00:00:05:11","ip":"10.0.0.5/24"}`},
 		{Settings{ParentIfindex: 3, ParentMAC: mac, Hairpin: true, XDPChoice: "auto"}, &Settings{},
 			`{"parent_ifindex":3,"hairpin":true,"restore_rx_vlan":false,"xdp_choice":"auto","netns_cookie":0,"parent_mac":"02:00:00:00:05:11"}`},
 	} {

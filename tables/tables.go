@@ -165,6 +165,58 @@ func (t *Tables) AddNetwork(n Network) error {
 	return nil
 }
 
+// SetNetworkStormLimit changes vlan's storm limit (frames per second, 0 =
+// none); the datapath applies it from the next frame.
+func (t *Tables) SetNetworkStormLimit(vlan uint16, pps uint32) error {
+	var raw bpf.XmacvlanNetwork
+	if err := t.m.XmvNetworks.Lookup(vlan, &raw); err != nil {
+		return fmt.Errorf("network %d: %w", vlan, err)
+	}
+	raw.StormPps = pps
+	return t.m.XmvNetworks.Update(vlan, raw, ebpf.UpdateExist)
+}
+
+// SetEndpointStormLimit changes the storm limit of the endpoint whose outer
+// veth is ifindex (frames per second, 0 = none) in its record and in every
+// table that holds a copy of it (endpoint, MAC, flood list).
+func (t *Tables) SetEndpointStormLimit(ifindex int, pps uint32) error {
+	ep, ok, err := t.Endpoint(ifindex)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return fmt.Errorf("ifindex %d is not an endpoint", ifindex)
+	}
+	if r, ok, err := t.Record(ep.ID); err != nil {
+		return err
+	} else if ok && r.Ifindex == ifindex {
+		r.StormLimit = pps
+		if err := t.PutRecord(r); err != nil {
+			return err
+		}
+	}
+	ep.StormLimit = pps
+	raw := ep.raw()
+	if err := t.m.XmvEndpoints.Update(uint32(ifindex), raw, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("endpoint table: %w", err)
+	}
+	if err := t.m.XmvMacs.Update(macKey(ep.VLAN, ep.MAC), raw, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("MAC table: %w", err)
+	}
+	list, err := t.FloodList(ep.VLAN)
+	if err != nil {
+		return err
+	}
+	for i, member := range list {
+		if member == ifindex {
+			if err := t.m.XmvFlood.Update(bpf.XmacvlanFloodKey{Vlan: ep.VLAN, Idx: uint16(i)}, raw, ebpf.UpdateExist); err != nil {
+				return fmt.Errorf("flood list of VLAN %d: %w", ep.VLAN, err)
+			}
+		}
+	}
+	return nil
+}
+
 // Network returns the entry for vlan; ok is false if there is none.
 func (t *Tables) Network(vlan uint16) (n Network, ok bool, err error) {
 	var raw bpf.XmacvlanNetwork

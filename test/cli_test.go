@@ -93,6 +93,14 @@ func TestNetworkAndEndpointBadInput(t *testing.T) {
 		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--mtu", "67"}, "MTU 67 outside 68..1500 (the MTU of parent ens33)"},
 		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--delivery", "dpdk"}, `invalid --delivery "dpdk": want skb or xdp`},
 		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--host"}, "--host and --netns exclude each other"},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--storm-limit", "-1"}, `invalid storm limit "-1": want frames per second, 1..100000000, or 0 for no limit`},
+		{[]string{"network", "create", "x", "--parent", h.parent, "--vlan", "20", "--storm-limit", "4294967296"}, `invalid storm limit "4294967296": want frames per second, 1..100000000, or 0 for no limit`},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--storm-limit", "fast"}, `invalid storm limit "fast": want frames per second, 1..100000000, or 0 for no limit`},
+		{[]string{"network", "set", "v10", "--storm-limit", "100000001"}, `invalid storm limit "100000001": want frames per second, 1..100000000, or 0 for no limit`},
+		{[]string{"network", "set", "v10"}, "nothing to set: give --storm-limit"},
+		{[]string{"network", "set", "nosuch", "--storm-limit", "10"}, `no network called "nosuch" (xmacvlan network list)`},
+		{[]string{"endpoint", "set", "v10", "--netns", other.Name, "--storm-limit", "10"}, "no such endpoint on network v10"},
+		{[]string{"endpoint", "set", "v10", "--netns", c.Name}, "nothing to set: give --storm-limit"},
 	}
 	for _, tc := range cases {
 		out, err := h.cli(tc.args...)
@@ -102,6 +110,29 @@ func TestNetworkAndEndpointBadInput(t *testing.T) {
 		if after := state(); after != before {
 			t.Fatalf("xmacvlan %s changed state:\nbefore %s\nafter  %s", strings.Join(tc.args, " "), before, after)
 		}
+	}
+
+	// Storm limits change live, in the record and the tables alike.
+	for _, args := range [][]string{
+		{"network", "set", "v10", "--storm-limit", "300"},
+		{"endpoint", "set", "v10", "--netns", c.Name, "--storm-limit", "50"},
+		{"endpoint", "check", "v10", "--netns", c.Name},
+	} {
+		if out, err := h.cli(args...); err != nil {
+			t.Fatalf("xmacvlan %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	var nets []struct {
+		StormLimit uint32 `json:"storm_limit"`
+	}
+	if out, err := h.cli("-o", "json", "network", "list"); err != nil || json.Unmarshal([]byte(out), &nets) != nil || len(nets) != 1 || nets[0].StormLimit != 300 {
+		t.Errorf("network list after network set --storm-limit 300: %v %s", err, out)
+	}
+	var limited []struct {
+		StormLimit uint32 `json:"storm_limit"`
+	}
+	if out, err := h.cli("-o", "json", "endpoint", "list"); err != nil || json.Unmarshal([]byte(out), &limited) != nil || len(limited) != 1 || limited[0].StormLimit != 50 {
+		t.Errorf("endpoint list after endpoint set --storm-limit 50: %v %s", err, out)
 	}
 
 	// Deleting twice: the second time there is nothing to do, and says so.

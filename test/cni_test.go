@@ -330,7 +330,9 @@ func TestCNIPlugin(t *testing.T) {
 	h, far := newCNILab(t)
 
 	net10 := h.conflist(testutil.Name("c10"), "1.1.0", h.xmvPlugin(10, "172.16.10.0/24", "172.16.10.2", "172.16.10.50", "172.16.10.1"))
-	net20 := h.conflist(testutil.Name("c20"), "1.1.0", h.xmvPlugin(20, "172.16.10.0/24", "172.16.10.200", "172.16.10.250", ""))
+	p20 := h.xmvPlugin(20, "172.16.10.0/24", "172.16.10.200", "172.16.10.250", "")
+	p20["stormLimit"] = 300
+	net20 := h.conflist(testutil.Name("c20"), "1.1.0", p20)
 	net30 := h.conflist(testutil.Name("c30"), "1.1.0", h.xmvPlugin(30, "172.16.30.0/24", "172.16.30.2", "172.16.30.50", ""),
 		plugin{"type": "tuning", "promisc": true})
 
@@ -351,6 +353,9 @@ func TestCNIPlugin(t *testing.T) {
 		t.Fatalf("ADD with runtimeConfig.mac 02:00:00:00:10:02: got %s", r2.Interfaces[0].Mac)
 	}
 	r3 := h.add(net20, c3, "eth0")
+	if eps := h.endpoints(net20); len(eps) != 1 || eps[0].StormLimit != 300 {
+		t.Fatalf("stormLimit 300 in the config: endpoints %+v", eps)
+	}
 	r1b := h.add(net30, c1, "net1")
 	r4 := h.add(net30, c4, "eth0")
 	if mustLink(t, c1, "net1").Attrs().Promisc == 0 {

@@ -44,9 +44,9 @@ func TestJSONGolden(t *testing.T) {
 
 	for _, step := range []struct{ golden, args string }{
 		{"attach", "attach ens33"},
-		{"network-create", "network create lan10 --parent ens33 --vlan 10 --mode private --subnet 10.0.0.0/24 --gateway 10.0.0.1 --mtu 1400"},
+		{"network-create", "network create lan10 --parent ens33 --vlan 10 --mode private --subnet 10.0.0.0/24 --gateway 10.0.0.1 --mtu 1400 --storm-limit 500"},
 		{"network-create-untagged", "network create lan --parent ens33"},
-		{"endpoint-add", "endpoint add lan10 --netns " + ctr.Name + " --mac 02:00:00:00:05:11 --ip 10.0.0.5/24"},
+		{"endpoint-add", "endpoint add lan10 --netns " + ctr.Name + " --mac 02:00:00:00:05:11 --ip 10.0.0.5/24 --storm-limit 100"},
 		{"network-list", "network list"},
 		{"endpoint-list", "endpoint list"},
 		{"status", "status"},

@@ -15,7 +15,7 @@ import (
 
 func newEndpointCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "endpoint", Short: "Add, delete and list endpoints (container interfaces)"}
-	cmd.AddCommand(newEndpointAddCmd(g), newEndpointDelCmd(g), newEndpointListCmd(g), newEndpointCheckCmd(g))
+	cmd.AddCommand(newEndpointAddCmd(g), newEndpointDelCmd(g), newEndpointListCmd(g), newEndpointCheckCmd(g), newEndpointSetCmd(g))
 	return cmd
 }
 
@@ -106,6 +106,42 @@ func parseEndpointIP(g *globals, s, network string) (*net.IPNet, error) {
 		return &net.IPNet{IP: ip, Mask: n.Subnet.Mask}, nil
 	}
 	return parseCIDR("--ip", s)
+}
+
+func newEndpointSetCmd(g *globals) *cobra.Command {
+	var sel lifecycle.Selector
+	var storm string
+	cmd := &cobra.Command{
+		Use:   "set NETWORK (--netns NS | --host) [--name eth0] --storm-limit PPS",
+		Short: "Change an endpoint's storm limit live",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !sel.Host && sel.Netns == "" {
+				return fmt.Errorf("give the container's namespace (--netns) or --host")
+			}
+			if !cmd.Flags().Changed("storm-limit") {
+				return fmt.Errorf("nothing to set: give --storm-limit")
+			}
+			pps, err := lifecycle.ParseStormLimit(storm)
+			if err != nil {
+				return err
+			}
+			if err := g.lifecycle().SetEndpointStormLimit(args[0], sel, pps); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return writeJSON(cmd.OutOrStdout(), map[string]any{"network": args[0], "storm_limit": pps})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "storm limit %s\n", stormName(pps))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&sel.Netns, "netns", "", "the container's network namespace: name, path or PID")
+	f.BoolVar(&sel.Host, "host", false, "the host endpoint of this network")
+	f.StringVar(&sel.Name, "name", "", "inner interface name (default eth0; with --host xmv-NETWORK)")
+	f.StringVar(&storm, "storm-limit", "", "broadcast/multicast frames per second it may send; 0: no limit")
+	return cmd
 }
 
 func newEndpointDelCmd(g *globals) *cobra.Command {

@@ -14,7 +14,7 @@ import (
 
 func newNetworkCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "network", Short: "Create, delete and list networks (one VLAN on a parent)"}
-	cmd.AddCommand(newNetworkCreateCmd(g), newNetworkDeleteCmd(g), newNetworkListCmd(g))
+	cmd.AddCommand(newNetworkCreateCmd(g), newNetworkDeleteCmd(g), newNetworkListCmd(g), newNetworkSetCmd(g))
 	return cmd
 }
 
@@ -110,6 +110,34 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 	f.StringVar(&gateway, "gateway", "", "default gateway for endpoints, inside --subnet")
 	f.IntVar(&mtu, "mtu", 0, "endpoints' MTU (default: the parent's)")
 	f.StringVar(&storm, "storm-limit", "", "storm control: broadcast/multicast frames per second the VLAN floods, all senders together (default 0: no limit)")
+	return cmd
+}
+
+func newNetworkSetCmd(g *globals) *cobra.Command {
+	var storm string
+	cmd := &cobra.Command{
+		Use:   "set NAME --storm-limit PPS",
+		Short: "Change a network's storm limit live",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("storm-limit") {
+				return fmt.Errorf("nothing to set: give --storm-limit")
+			}
+			pps, err := lifecycle.ParseStormLimit(storm)
+			if err != nil {
+				return err
+			}
+			if err := g.lifecycle().SetNetworkStormLimit(args[0], pps); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return writeJSON(cmd.OutOrStdout(), map[string]any{"network": args[0], "storm_limit": pps})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "network %s: storm limit %s\n", args[0], stormName(pps))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&storm, "storm-limit", "", "frames per second the VLAN floods, all senders together; 0: no limit")
 	return cmd
 }
 
