@@ -115,6 +115,7 @@ func (b *bench) storm(round int, p path) error {
 		if err == nil {
 			dropped1, err = stormDrops(d)
 		}
+		secs := time.Since(t0).Seconds()
 		out, serr := stop()
 		if err != nil {
 			return err
@@ -122,7 +123,6 @@ func (b *bench) storm(round int, p path) error {
 		if serr != nil {
 			return serr
 		}
-		secs := time.Since(t0).Seconds()
 		if sent1 == sent0 {
 			return fmt.Errorf("the storming endpoint sent nothing: %s", out)
 		}
