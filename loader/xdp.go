@@ -50,22 +50,22 @@ const noXDPProgram = "none (tcx classifies)"
 func decideXDP(choice XDPChoice, driver string, xdpEndpoints int) (want bool, reason string) {
 	switch {
 	case choice == XDPOn:
-		return true, "--xdp on"
+		return true, "as asked (--xdp on)"
 	case choice == XDPOff:
-		return false, "--xdp off: tcx classifies alone"
+		return false, "as asked (--xdp off): tcx classifies alone"
 	case xdpEndpoints > 0:
-		return true, fmt.Sprintf("auto: %d endpoint(s) receive by XDP redirect (--delivery xdp)", xdpEndpoints)
+		return true, fmt.Sprintf("%d endpoint(s) receive by XDP redirect (--delivery xdp)", xdpEndpoints)
 	case driver == "veth":
-		return false, "auto: on a veth an XDP program makes the driver copy every frame into a new page (veth_xdp_rcv_skb); tcx classifies alone"
+		return false, "on a veth an XDP program makes the driver copy every frame into a new page (veth_xdp_rcv_skb); tcx classifies alone"
 	case driver == "virtio_net":
-		return false, "auto: XDP turns the guest's TSO/LRO offloads off on virtio_net (virtnet_xdp_set); tcx classifies alone"
+		return false, "XDP turns the guest's TSO/LRO offloads off on virtio_net (virtnet_xdp_set); tcx classifies alone"
 	}
-	return true, fmt.Sprintf("auto: driver %s runs XDP natively, on the DMA buffer: unwanted frames are dropped before an skb exists", driver)
+	return true, fmt.Sprintf("driver %s runs XDP natively, on the DMA buffer: unwanted frames are dropped before an skb exists", driver)
 }
 
 // noNativeXDP is the reason under auto when the driver refused native XDP.
 func noNativeXDP(driver string) string {
-	return fmt.Sprintf("auto: driver %s has no native XDP; tcx classifies alone", driver)
+	return fmt.Sprintf("driver %s has no native XDP; tcx classifies alone", driver)
 }
 
 // driverOf names the interface's driver, or "unknown".

@@ -50,11 +50,12 @@ func pinFreshTable(t *testing.T, h *host, name string) {
 func TestReattachReplacesProgramsOnOtherTables(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
-	h.attach("")
+	h.attach(loader.XDPOn) // every link, the XDP one too
 	for _, name := range tables.Names() {
 		pinFreshTable(t, h, name)
 	}
-	res, err := h.tryAttach(loader.AttachOptions{})
+	// The fresh settings lost the recorded choice: ask for it again.
+	res, err := h.tryAttach(loader.AttachOptions{XDP: loader.XDPOn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +116,7 @@ func TestOneDatapathPerNIC(t *testing.T) {
 	if !offloadBefore {
 		t.Fatal("rx-vlan offload is off on a fresh veth: the test cannot see it restored")
 	}
-	h.attach("")
+	h.attach(loader.XDPOn)
 
 	other := filepath.Join("/sys/fs/bpf", testutil.Name("xt"))
 	t.Cleanup(func() { os.RemoveAll(other) })
@@ -263,7 +264,7 @@ func TestAttachedProgramsUsePinnedTables(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
 	on := true
-	h.tryAttach(loader.AttachOptions{Hairpin: &on})
+	h.tryAttach(loader.AttachOptions{XDP: loader.XDPOn, Hairpin: &on}) // every link
 	dir := filepath.Join(h.root, h.parent)
 	pinned := map[ebpf.MapID]bool{}
 	for _, name := range tables.Names() {
@@ -352,6 +353,50 @@ func TestAttachUpgradesOlderSettings(t *testing.T) {
 	}
 	if err := ping(l.sw, c.ip); err != nil {
 		t.Errorf("wire -> endpoint after the upgrade: %v", err)
+	}
+}
+
+// The build before attach --xdp recorded no choice, only whether it ran
+// without XDP (the byte before xdp_choice in struct settings): a re-attach
+// keeps what it ran, XDP on or off, rather than deciding anew.
+func TestAttachKeepsThePreviousBuildsXDP(t *testing.T) {
+	for _, was := range []loader.XDPChoice{loader.XDPOn, loader.XDPOff} {
+		t.Run(string(was), func(t *testing.T) {
+			l := newLab(t)
+			h := l.host()
+			h.attach(was)
+			h.network("lan", 0, tables.Bridge)
+			c := h.container("lan", "", "10.0.0.2/24", false)
+			pin := filepath.Join(h.root, h.parent, tables.SettingsName)
+			m, err := ebpf.LoadPinnedMap(pin, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			value := make([]byte, m.ValueSize())
+			if err := m.Lookup(uint32(0), value); err != nil {
+				t.Fatal(err)
+			}
+			// As the previous build wrote it: generic (offset 12) set
+			// without XDP, no choice (offset 13).
+			value[12], value[13] = 0, 0
+			if was == loader.XDPOff {
+				value[12] = 1
+			}
+			if err := m.Update(uint32(0), value, 0); err != nil {
+				t.Fatal(err)
+			}
+			res, err := h.tryAttach(loader.AttachOptions{})
+			if err != nil {
+				t.Fatalf("attach over the previous build's settings: %v", err)
+			}
+			if res.XDPChoice != was || res.XDP != string(was) {
+				t.Errorf("re-attach: XDP %s, choice %s; want %s as the previous build ran", res.XDP, res.XDPChoice, was)
+			}
+			if err := ping(l.sw, c.ip); err != nil {
+				t.Errorf("wire -> endpoint after the re-attach: %v", err)
+			}
+		})
 	}
 }
 

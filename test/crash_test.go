@@ -150,7 +150,7 @@ func TestKillAtEveryStep(t *testing.T) {
 	t.Run("attach", func(t *testing.T) {
 		h := l.host()
 		t.Cleanup(func() { h.cli("detach", "--force", h.parent) })
-		attach := []string{"attach", h.parent}
+		attach := []string{"attach", h.parent, "--xdp", "on"} // every link, the XDP one too
 		kills := killEverywhere(t, h, attach,
 			func(string) error {
 				if err := h.cliErr(attach...); err != nil {

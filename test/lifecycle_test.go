@@ -58,7 +58,7 @@ func TestPinsOutliveTheCLI(t *testing.T) {
 			t.Errorf("status lists no link running %s: %+v", p, sts[0].Links)
 		}
 	}
-	if text, _ := h.cli("status"); !strings.Contains(text, "XDP on") || !strings.Contains(text, "XDP on: --xdp on") {
+	if text, _ := h.cli("status"); !strings.Contains(text, "XDP on") || !strings.Contains(text, "XDP on: as asked (--xdp on)") {
 		t.Errorf("status text does not say XDP on and why:\n%s", text)
 	}
 }
@@ -69,7 +69,7 @@ func TestPinsOutliveTheCLI(t *testing.T) {
 func TestReattachKeepsEntriesAndTraffic(t *testing.T) {
 	l := newLab(t)
 	h := l.host()
-	h.attach("")
+	h.attach(loader.XDPOn)
 	h.network("lan", 0, tables.Bridge)
 	c := h.container("lan", "", "10.0.0.2/24", false)
 	if err := ping(l.sw, c.ip); err != nil {
@@ -201,8 +201,8 @@ func TestDetachLeavesNothing(t *testing.T) {
 func TestTwoInstancesDoNotInterfere(t *testing.T) {
 	l := newLab(t)
 	a, b := l.host(), l.host()
-	a.attach("")
-	b.attach("")
+	a.attach(loader.XDPOn)
+	b.attach(loader.XDPOn)
 	a.network("lan", 0, tables.Bridge)
 	b.network("lan", 0, tables.Bridge)
 	ca := a.container("lan", "", "10.0.0.2/24", false)

@@ -48,7 +48,11 @@ func newAttachCmd(g *globals) *cobra.Command {
 			if res.New {
 				verb = "attached"
 			}
-			fmt.Fprintf(w, "%s %s: XDP %s (%s), tcx ingress, hairpin %s\n", verb, res.Parent, res.XDP, res.Program, onOff(res.Hairpin))
+			xdp := "XDP off"
+			if res.XDP == "on" {
+				xdp = "XDP on (" + res.Program + ")"
+			}
+			fmt.Fprintf(w, "%s %s: %s, tcx ingress, hairpin %s\n", verb, res.Parent, xdp, onOff(res.Hairpin))
 			fmt.Fprintf(w, "XDP %s: %s\n", res.XDPChoice, res.XDPReason)
 			if len(res.Upgraded) > 0 {
 				fmt.Fprintf(w, "upgraded in place: %s\n", strings.Join(res.Upgraded, ", "))

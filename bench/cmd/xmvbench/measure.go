@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/xmacvlan/xmacvlan/internal/iperf3"
 	"github.com/xmacvlan/xmacvlan/loader"
 	"github.com/xmacvlan/xmacvlan/tables"
@@ -86,7 +84,7 @@ const (
 	mFlood     = "6 flood, %d member(s)"
 	mFloodLost = "6 flood, %d member(s), input backlog drops (all CPUs)"
 	// The drop counters of the parent, the outer veths and the members.
-	mFloodDevDrops = "6 flood, %d member(s), interface drops (parent and members)"
+	mFloodDevDrops = "6 flood, %d member(s), interface drops (parent, members' veths or macvlans)"
 	// Copies owed (broadcasts the parent took x members) less delivered.
 	mFloodShort = "6 flood, %d member(s), copies short (parent rx x members - delivered)"
 	mUpgrade    = "7 upgrade under load, frames lost"
@@ -372,29 +370,40 @@ func (b *bench) flood(round, n int, p path) error {
 	return nil
 }
 
-// deviceDrops sums the drop counters (rx_dropped, tx_dropped) of the
-// parent and of each member's eth0 (a macvlan, or the inner veth). Kernel
-// macvlan counts the broadcasts its queue refuses on the parent's
-// rx_dropped; a veth counts a frame its peer refused on both ends, so the
-// outer veths are left out.
+// deviceDrops sums the drop counters of the deployment's interfaces, each
+// refused copy once: the parent's rx_dropped and tx_dropped (kernel
+// macvlan counts there the broadcasts its queue refuses); for kernel
+// macvlan each member's eth0; for xmacvlan each outer veth's tx_dropped,
+// where veth_xmit counts a copy that its peer's ring or the CPU's backlog
+// refused (the backlog also counts it on the inner end's rx_dropped, so
+// the inner ends are left out).
 func (d *deployment) deviceDrops() (uint64, error) {
 	var sum uint64
-	add := func(l netlink.Link) {
-		if st := l.Attrs().Statistics; st != nil {
-			sum += st.RxDropped + st.TxDropped
-		}
-	}
-	par, err := d.lab.host.link(parent)
+	links, err := d.lab.host.nl.LinkList()
 	if err != nil {
 		return 0, err
 	}
-	add(par)
+	for _, l := range links {
+		st := l.Attrs().Statistics
+		switch {
+		case st == nil:
+		case l.Attrs().Name == parent:
+			sum += st.RxDropped + st.TxDropped
+		case l.Type() == "veth":
+			sum += st.TxDropped
+		}
+	}
+	if d.path != kernel {
+		return sum, nil
+	}
 	for _, m := range d.members {
 		eth0, err := m.ns.link("eth0")
 		if err != nil {
 			return 0, err
 		}
-		add(eth0)
+		if st := eth0.Attrs().Statistics; st != nil {
+			sum += st.RxDropped + st.TxDropped
+		}
 	}
 	return sum, nil
 }
