@@ -253,3 +253,24 @@ func TestStormBucketReset(t *testing.T) {
 	rets, took := f.burst(t, f.dp.Programs.XmvEpTx, c.Ifindex, repeat(ethFrame(bcast, c.MAC.String(), nil, 0x0806, 28), 20))
 	checkPasses(t, "reused slot", count(rets, tcActRedirect), 5, 20, took)
 }
+
+// The host's broadcasts to the untagged endpoints (xmv_host_tx, hairpin)
+// take from the untagged VLAN's bucket; over it the endpoints get no copy
+// and the frame still goes to the wire.
+func TestStormHostToEndpoints(t *testing.T) {
+	f := newFixture(t)
+	f.setHairpin(t, true)
+	if err := f.tbl.SetNetworkStormLimit(0, 10); err != nil {
+		t.Fatal(err)
+	}
+	const n = 30
+	before := f.counters(t)
+	rets, took := f.burst(t, f.dp.Programs.XmvHostTx, f.parent, repeat(ethFrame(bcast, parentMAC, nil, 0x0806, 28), n))
+	if got := count(rets, tcActOK); got != n {
+		t.Fatalf("verdicts %v: the host's frames always go on to the wire", rets)
+	}
+	after := f.counters(t)
+	passed := int(after.events[tables.EvFloodFrames].Packets - before.events[tables.EvFloodFrames].Packets)
+	checkPasses(t, "host broadcasts", passed, 10, n, took)
+	f.checkStormed(t, before, passed, n-passed, 1)
+}

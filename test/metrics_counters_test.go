@@ -245,6 +245,10 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPChoice) {
 	b := h.container("v10", "02:00:00:00:10:0b", "", native) // XDP delivery, which --xdp off refuses
 	p1 := h.container("v20", "02:00:00:00:20:01", "", false)
 	p2 := h.container("v20", "02:00:00:00:20:02", "", false)
+	// One broadcast a second: of a burst, the first passes, the rest are
+	// storm drops (a burst of n takes far less than the second that
+	// refills the next token).
+	s := h.stormContainer(t, "v20", "", 1)
 	for _, ns := range []*testutil.Netns{l.sw, h.ns, u.ns, a.ns, b.ns, p1.ns, p2.ns} {
 		quiet(t, ns)
 	}
@@ -258,7 +262,7 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPChoice) {
 	wire := newSender(t, l.sw, h.port)
 	host := newSender(t, h.ns, h.parent)
 	from := map[*container]*sender{}
-	for _, c := range []*container{u, a, b, p1, p2} {
+	for _, c := range []*container{u, a, b, p1, p2, s} {
 		from[c] = newSender(t, c.ns, "eth0")
 	}
 	ex := exporter(t, h.root)
@@ -350,6 +354,9 @@ func countersMatchTraffic(t *testing.T, mode loader.XDPChoice) {
 			func() { from[p1].send(t, frame(p2.ep.MAC, p1.ep.MAC, nil, payload)) },
 			// The sender's tx counts before the mode is looked at.
 			expect{}.tx(p1, "v20", n, size).vlan("tx", 20, "v20", n, size).drop(tables.DropPrivateMode, n, size)},
+		{"broadcasts over the endpoint's storm limit",
+			func() { from[s].send(t, frame(bcast, s.ep.MAC, nil, payload)) },
+			expect{}.tx(s, "v20", 1, size).vlan("tx", 20, "v20", 1, size).drop(tables.DropStorm, n-1, size)},
 		{"own broadcast reflected by the switch (bridge mode)",
 			func() { wire.send(t, frame(bcast, a.ep.MAC, q(10), payload)) },
 			expect{}.drop(tables.DropLooped, n, size+4)},
