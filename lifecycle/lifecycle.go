@@ -230,14 +230,7 @@ func (r *Root) DeleteEndpoint(network string, sel Selector) (found bool, err err
 	if err != nil || !found {
 		return false, err
 	}
-	if err := teardown(h, rec.ID); err != nil {
-		return true, err
-	}
-	if rec.XDPDelivery {
-		// Under auto the XDP program may go with the last such endpoint.
-		return true, h.SyncXDP(false)
-	}
-	return true, nil
+	return true, teardown(h, rec.ID)
 }
 
 // EndpointStatus is an endpoint with its network and whether it is stale:
@@ -479,7 +472,17 @@ func teardown(h *loader.Handle, id int) error {
 			return err
 		}
 	}
-	return h.Tables.DeleteRecord(rec.ID)
+	if err := h.Tables.DeleteRecord(rec.ID); err != nil {
+		return err
+	}
+	if rec.XDPDelivery {
+		// Under --xdp auto the XDP program may go with the last such
+		// endpoint.
+		if err := h.SyncXDP(false); err != nil {
+			return fmt.Errorf("endpoint %s removed, but not the XDP program it needed: %w", rec.Outer, err)
+		}
+	}
+	return nil
 }
 
 // ourOuter finds the outer veth of rec: by ifindex if that interface

@@ -124,6 +124,9 @@ func (h *Handle) SyncXDP(adding bool) error {
 		return nil
 	}
 	parent, err := netlink.LinkByIndex(s.ParentIfindex)
+	if err != nil && !adding {
+		return nil // no parent, no XDP program to take off
+	}
 	if err != nil {
 		return fmt.Errorf("parent %s (ifindex %d) is gone: %w", h.Parent, s.ParentIfindex, err)
 	}

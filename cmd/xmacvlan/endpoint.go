@@ -76,7 +76,7 @@ func newEndpointAddCmd(g *globals) *cobra.Command {
 	f.StringVar(&ip, "ip", "", "IP address, ADDRESS/PREFIX or ADDRESS inside the network's subnet")
 	f.StringVar(&gateway, "gateway", "", "default gateway (default: the network's)")
 	f.IntVar(&s.MTU, "mtu", 0, "MTU (default: the network's, else the parent's)")
-	f.StringVar(&delivery, "delivery", "skb", "skb (bpf_redirect_peer: keeps GRO/TSO) or xdp (native XDP redirect, for XDP/AF_XDP consumers)")
+	f.StringVar(&delivery, "delivery", "skb", "skb (bpf_redirect_peer: keeps GRO/TSO) or xdp (native XDP redirect, for XDP/AF_XDP consumers; needs the parent attached with --xdp auto, which then runs XDP, or on)")
 	f.StringVar(&storm, "storm-limit", "", "storm control: broadcast/multicast frames per second this endpoint may send (default 0: no limit)")
 	return cmd
 }
