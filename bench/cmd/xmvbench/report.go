@@ -113,7 +113,7 @@ func (t *target) text() string {
 	if t.of == "max" && t.value == 0 && !t.atLeast {
 		return "0 in every round"
 	}
-	v := num(t.value)
+	v := strconv.FormatFloat(t.value, 'g', -1, 64)
 	if t.unit == "x" {
 		v = fmt.Sprintf("%.1f", t.value)
 	}
