@@ -87,6 +87,8 @@ const (
 	mFloodDevDrops = "6 flood, %d member(s), interface drops (parent, members' veths or macvlans)"
 	// Copies owed (broadcasts the parent took x members) less delivered.
 	mFloodShort = "6 flood, %d member(s), copies short (parent rx x members - delivered)"
+	// xmacvlan's flood_copies event over the window.
+	mFloodMade  = "6 flood, %d member(s), copies xmacvlan made (flood_copies)"
 	mUpgrade    = "7 upgrade under load, frames lost"
 	mUpgradeCtl = "7 same stream without upgrade, frames lost"
 	mUpgradeTx  = "7 upgrade under load, frames sent"
@@ -315,7 +317,7 @@ func (b *bench) flood(round, n int, p path) error {
 		set = append(set, k)
 	}
 	frame := udpFrame(broadcastMAC, b.lab.wireMAC, 0, wireIP, net.IPv4(10, 77, 0, 255))
-	var v, backlog, devDrops, short float64
+	var v, backlog, devDrops, short, made float64
 	err = b.during(frame, func() (err error) {
 		if err := b.sleep(b.cfg.warmup); err != nil {
 			return err
@@ -326,6 +328,10 @@ func (b *bench) flood(round, n int, p path) error {
 			return err
 		}
 		rx0, err := b.lab.parentStats()
+		if err != nil {
+			return err
+		}
+		made0, err := floodCopies(d)
 		if err != nil {
 			return err
 		}
@@ -349,7 +355,12 @@ func (b *bench) flood(round, n int, p path) error {
 		if err != nil {
 			return err
 		}
+		made1, err := floodCopies(d)
+		if err != nil {
+			return err
+		}
 		secs := time.Since(t0).Seconds()
+		made = float64(made1-made0) / secs
 		backlog = float64(backlogDrops()-backlog0) / secs
 		devDrops = float64(dev1-dev0) / secs
 		v = float64(got1-got0) / secs
@@ -367,7 +378,27 @@ func (b *bench) flood(round, n int, p path) error {
 	b.res.add(fmt.Sprintf(mFloodLost, n), p, "kpps", round, backlog/1e3)
 	b.res.add(fmt.Sprintf(mFloodDevDrops, n), p, "kpps", round, devDrops/1e3)
 	b.res.add(fmt.Sprintf(mFloodShort, n), p, "kpps", round, short/1e3)
+	if p != kernel {
+		b.res.add(fmt.Sprintf(mFloodMade, n), p, "kpps", round, made/1e3)
+	}
 	return nil
+}
+
+// floodCopies reads xmacvlan's flood_copies event counter (0 for kernel
+// macvlan): the copies its programs made, to tell copies never made from
+// copies lost after.
+func floodCopies(d *deployment) (n uint64, err error) {
+	if d.path == kernel {
+		return 0, nil
+	}
+	err = d.tables(func(t *tables.Tables) error {
+		ev, err := t.Events()
+		if err == nil {
+			n = ev[tables.EvFloodCopies].Packets
+		}
+		return err
+	})
+	return n, err
 }
 
 // deviceDrops sums the drop counters of the deployment's interfaces, each
