@@ -11,6 +11,8 @@
  *   xb_drop       XDP on the parent for the generator's baseline: the
  *                 cheapest receiver there is
  *   xb_empty_*    do nothing: the baseline subtracted from program costs
+ *   xb_next_tc    does nothing and lets the next tcx program run: in situ,
+ *                 its run time is the run-time statistics' own cost
  *
  * Only bench frames (IPv4, UDP to BENCH_PORT) are counted and then dropped,
  * so that the count measures the delivery path, not the container's UDP
@@ -189,4 +191,12 @@ SEC("tc")
 int xb_empty_tc(struct __sk_buff *skb)
 {
 	return TC_ACT_OK;
+}
+
+/* TCX_NEXT (-1): the next program on the hook runs, as if this one were
+ * not there. Older uapi headers lack the name. */
+SEC("tcx/ingress")
+int xb_next_tc(struct __sk_buff *skb)
+{
+	return -1;
 }

@@ -44,6 +44,7 @@ const (
 	BenchProgXbEmptyTc  = "xb_empty_tc"
 	BenchProgXbEmptyXdp = "xb_empty_xdp"
 	BenchProgXbGen      = "xb_gen"
+	BenchProgXbNextTc   = "xb_next_tc"
 	BenchVarSlot        = "slot"
 )
 
@@ -95,6 +96,7 @@ type BenchProgramSpecs struct {
 	XbEmptyTc  *ebpf.ProgramSpec `ebpf:"xb_empty_tc"`
 	XbEmptyXdp *ebpf.ProgramSpec `ebpf:"xb_empty_xdp"`
 	XbGen      *ebpf.ProgramSpec `ebpf:"xb_gen"`
+	XbNextTc   *ebpf.ProgramSpec `ebpf:"xb_next_tc"`
 }
 
 // BenchMapSpecs contains maps before they are loaded into the kernel.
@@ -166,6 +168,7 @@ type BenchPrograms struct {
 	XbEmptyTc  *ebpf.Program `ebpf:"xb_empty_tc"`
 	XbEmptyXdp *ebpf.Program `ebpf:"xb_empty_xdp"`
 	XbGen      *ebpf.Program `ebpf:"xb_gen"`
+	XbNextTc   *ebpf.Program `ebpf:"xb_next_tc"`
 }
 
 func (p *BenchPrograms) Close() error {
@@ -176,6 +179,7 @@ func (p *BenchPrograms) Close() error {
 		p.XbEmptyTc,
 		p.XbEmptyXdp,
 		p.XbGen,
+		p.XbNextTc,
 	)
 }
 

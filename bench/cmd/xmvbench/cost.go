@@ -131,11 +131,11 @@ func (b *bench) newCostFixture() (f *costFixture, err error) {
 	return f, err
 }
 
-func (f *costFixture) close() {
+func (f *costFixture) close() error {
 	if f.dp != nil {
 		f.dp.Close()
 	}
-	f.ns.close()
+	return f.ns.close()
 }
 
 // programCost measures ns per frame of each datapath program with
@@ -145,7 +145,11 @@ func (b *bench) programCost() error {
 	if err != nil {
 		return fmt.Errorf("program cost fixture: %w", err)
 	}
-	defer f.close()
+	defer func() {
+		if err := f.close(); err != nil {
+			b.log("cleanup: %v", err)
+		}
+	}()
 	return f.ns.do(func() error {
 		restore, err := pinThread(b.cfg.cpu)
 		if err != nil {

@@ -100,7 +100,42 @@ func newNS(name string) (*ns, error) {
 func (n *ns) close() error {
 	n.nl.Close()
 	n.h.Close()
-	return nsutil.DeleteNamed(n.name)
+	return deleteNamed(n.name)
+}
+
+// deleteNamed deletes a named namespace, trying again for a few seconds
+// while its file is busy, and says why it failed: how many mounts still
+// sit on the file in this mount namespace (a bind mount stacked on ours,
+// e.g. by an `ip netns add` that bound /run/netns onto itself before it
+// was a shared mount, keeps the file busy).
+func deleteNamed(name string) error {
+	var err error
+	for delay := 10 * time.Millisecond; ; delay *= 2 {
+		err = nsutil.DeleteNamed(name)
+		if err == nil || errors.Is(err, os.ErrNotExist) || !errors.Is(err, unix.EBUSY) || delay > 2*time.Second {
+			break
+		}
+		time.Sleep(delay)
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		if n := mountsOn(filepath.Join(netnsDir, name)); n > 0 {
+			err = fmt.Errorf("%w (still %d mount(s) on it in this mount namespace)", err, n)
+		}
+	}
+	return err
+}
+
+// mountsOn counts the mounts on path in this mount namespace.
+func mountsOn(path string) int {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		// mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT ...
+		if f := strings.Fields(line); len(f) > 4 && (f[4] == path || f[4] == strings.Replace(path, "/var/run/", "/run/", 1)) {
+			n++
+		}
+	}
+	return n
 }
 
 // lab is the topology: a wire namespace whose veth feeds the parent in a
@@ -273,12 +308,14 @@ func sweep() []string {
 			}
 			var err error
 			if dir == netnsDir {
-				err = nsutil.DeleteNamed(e.Name())
+				err = deleteNamed(e.Name())
 			} else {
 				err = os.RemoveAll(filepath.Join(dir, e.Name()))
 			}
 			if err == nil {
 				removed = append(removed, filepath.Join(dir, e.Name()))
+			} else {
+				logf("cannot remove a leftover of an earlier run: %v", err)
 			}
 		}
 	}

@@ -2,9 +2,11 @@
 // the same generator on the same topology in one run. It builds a wire
 // namespace whose veth feeds a parent in a host namespace, and container
 // namespaces for the endpoints; then, alternating the paths round by round
-// (kernel macvlan in bridge mode, xmacvlan with skb delivery, xmacvlan with
-// XDP delivery), it measures what arrives at the receivers. It prints a
-// table, and writes bench/results/latest.json and latest.svg.
+// (kernel macvlan in bridge mode; xmacvlan with the parent's XDP program on
+// or off, and skb or XDP delivery), it measures what arrives at the
+// receivers, floods, a broadcast storm's effect on a TCP stream, upgrades
+// and program costs. It prints a table, and writes
+// bench/results/latest.json and latest.svg.
 //
 // It needs root, bpffs and the tools scripts/setup-host.sh installs. It is
 // not a test: nothing here runs under `go test`, and no number fails a
@@ -33,9 +35,11 @@ type config struct {
 	quick         bool
 	rounds        int
 	floodRounds   int
+	stormRounds   int
 	window        time.Duration // each rate is measured over this
 	warmup        time.Duration // after the generator starts
 	tcpTime       time.Duration
+	stormTime     time.Duration // each half of the storm line
 	endpoints     int
 	floodSizes    []int
 	cpu           int // the generator's CPU, and so the receive path's
@@ -52,7 +56,7 @@ type config struct {
 	out           string
 }
 
-// runs says whether phase (paths, flood, upgrade, cost, profile) is on.
+// runs says whether phase (paths, flood, storm, upgrade, cost, profile) is on.
 func (c *config) runs(phase string) bool {
 	return c.only == "" || strings.Contains(","+c.only+",", ","+phase+",")
 }
@@ -66,7 +70,7 @@ func main() {
 	flag.BoolVar(&cfg.trafgen, "trafgen", true, "cross-check delivered pps with trafgen")
 	flag.BoolVar(&cfg.profile, "profile", true, "measure in-situ program cost with ebpf.EnableStats")
 	flag.BoolVar(&cfg.perf, "perf", true, "sample the receive CPU with perf during the profile, where perf is installed")
-	flag.StringVar(&cfg.only, "only", "", "run only these phases: paths,flood,upgrade,cost,profile")
+	flag.StringVar(&cfg.only, "only", "", "run only these phases: paths,flood,storm,upgrade,cost,profile")
 	flag.StringVar(&cfg.out, "out", "bench/results", "directory for latest.json and latest.svg")
 	window := flag.Duration("window", 0, "override the measuring window")
 	flag.Parse()
@@ -86,9 +90,10 @@ func (c *config) fill() {
 		if c.rounds == 0 {
 			c.rounds = 2
 		}
-		c.floodRounds = 1
+		c.floodRounds, c.stormRounds = 1, 1
 		c.window, c.warmup = 500*time.Millisecond, 200*time.Millisecond
 		c.tcpTime = time.Second
+		c.stormTime = time.Second
 		c.upgradeWindow, c.swaps = time.Second, 2
 		c.costRepeat, c.costFresh = 20000, 2000
 		return
@@ -96,9 +101,10 @@ func (c *config) fill() {
 	if c.rounds == 0 {
 		c.rounds = 5
 	}
-	c.floodRounds = c.rounds
+	c.floodRounds, c.stormRounds = min(c.rounds, 3), min(c.rounds, 3)
 	c.window, c.warmup = 2*time.Second, 500*time.Millisecond
 	c.tcpTime = 10 * time.Second
+	c.stormTime = 3 * time.Second
 	c.upgradeWindow, c.swaps = 3*time.Second, 5
 	c.costRepeat, c.costFresh = 200000, 20000
 }
@@ -137,6 +143,8 @@ func run(cfg config) (code int) {
 		}
 		res.deriveReceiveCosts()
 		rep.Records = res.records()
+		rep.RatioLines = ratioLines(rep.Records)
+		rep.ProgramCost = programCostTable(rep.Records)
 		rep.Seconds = time.Since(started).Seconds()
 		rep.Leftovers = append([]string{}, rep.Leftovers...)
 		if len(rep.Records) > 0 {
@@ -214,11 +222,22 @@ func (b *bench) all() error {
 			break
 		}
 		for r := range cfg.floodRounds {
-			for _, p := range rotate([]path{kernel, xmvSKB}, r) {
+			for _, p := range rotate([]path{kernel, xmvSKB, xmvTCX}, r) {
 				b.log("flood round %d/%d: %s, %d members", r+1, cfg.floodRounds, p, n)
 				if err := b.flood(r, n, p); err != nil {
 					return err
 				}
+			}
+		}
+	}
+	for r := range cfg.stormRounds {
+		if !cfg.runs("storm") {
+			break
+		}
+		for _, p := range rotate(stormPaths(), r) {
+			b.log("storm round %d/%d: %s", r+1, cfg.stormRounds, p)
+			if err := b.storm(r, p); err != nil {
+				return err
 			}
 		}
 	}
@@ -284,12 +303,13 @@ func settings(cfg config) []string {
 		mode = "QUICK (smoke run)"
 	}
 	return []string{
-		fmt.Sprintf("%s: %d rounds (flood %d), paths alternate each round; rates over %s after %s warm-up; TCP %s per test",
-			mode, cfg.rounds, cfg.floodRounds, cfg.window, cfg.warmup, cfg.tcpTime),
+		fmt.Sprintf("%s: %d rounds (flood %d, storm %d), paths alternate each round; rates over %s after %s warm-up; TCP %s per test (storm line %s)",
+			mode, cfg.rounds, cfg.floodRounds, cfg.stormRounds, cfg.window, cfg.warmup, cfg.tcpTime, cfg.stormTime),
 		"ratio = xmacvlan / kernel macvlan in the same round; counted at the receiver (tcx counter for the stack, XDP counter for an XDP consumer; the parent's rx counter for unwanted frames)",
 		"wire veth pair (wire0 <-> the parent): tx-checksum off (so TSO off), GSO on, GRO on, MTU 1500: MTU-sized frames with full checksums on the wire",
-		fmt.Sprintf("%d endpoints on the untagged segment (frames to the first); xmacvlan attached in native XDP mode, and for xmv-tcx in generic mode (no XDP program: tcx alone)", cfg.endpoints),
+		fmt.Sprintf("%d endpoints on the untagged segment (frames to the first); xmv-on-*: attach --xdp on (XDP program on the parent); xmv-off-skb: --xdp off (tcx alone; what --xdp auto picks on a veth parent); -skb/-xdp: the endpoints' delivery", cfg.endpoints),
 		"VLAN-tagged delivery: xmacvlan only, this kernel has no 8021q (kernel VLAN sub-interfaces cannot be built)",
-		"XDP consumer: native XDP on the veth for xmv-xdp; generic XDP for macvlan (no native XDP), xmv-skb and xmv-tcx (bpf_redirect_peer skips the veth driver)",
+		"XDP consumer: native XDP on the veth for xmv-on-xdp; generic XDP for macvlan (no native XDP), xmv-on-skb and xmv-off-skb (bpf_redirect_peer skips the veth driver)",
+		fmt.Sprintf("storm line: %d endpoints, one broadcasting with trafgen on CPU %d, the victim's iperf3 (both ends) on CPU %d; xmv-off-skb+limit: --storm-limit %d on every endpoint", stormMembers, cfg.cpu, (cfg.cpu+1)%runtime.NumCPU(), stormLimit),
 	}
 }

@@ -71,18 +71,24 @@ func (b *bench) during(frame []byte, f func() error) error {
 
 // Measurement names: one record per name and path.
 const (
-	mBaseline   = "0 generator baseline (parent XDP_DROP)"
-	mStack      = "1 delivered pps, stack"
-	mXDP        = "1 delivered pps, XDP consumer"
-	mTrafgen    = "1 delivered pps, stack, trafgen"
-	mPktgen     = "1 delivered pps, stack, pktgen"
-	mDropMAC    = "2 unwanted drop, unknown MAC"
-	mDropVLAN   = "2 unwanted drop, unknown VLAN"
-	mTagged     = "3 VLAN-tagged delivered pps, stack"
-	mTaggedXDP  = "3 VLAN-tagged delivered pps, XDP consumer"
-	mTCP        = "4 TCP %d stream(s), %s"
-	mFlood      = "6 flood, %d member(s)"
-	mFloodLost  = "6 flood, %d member(s), input backlog drops (all CPUs)"
+	mBaseline  = "0 generator baseline (parent XDP_DROP)"
+	mStack     = "1 delivered pps, stack"
+	mXDP       = "1 delivered pps, XDP consumer"
+	mTrafgen   = "1 delivered pps, stack, trafgen"
+	mPktgen    = "1 delivered pps, stack, pktgen"
+	mDropMAC   = "2 unwanted drop, unknown MAC"
+	mDropVLAN  = "2 unwanted drop, unknown VLAN"
+	mTagged    = "3 VLAN-tagged delivered pps, stack"
+	mTaggedXDP = "3 VLAN-tagged delivered pps, XDP consumer"
+	mTCP       = "4 TCP %d stream(s), %s"
+	mFlood     = "6 flood, %d member(s)"
+	mFloodLost = "6 flood, %d member(s), input backlog drops (all CPUs)"
+	// The drop counters of the parent, the outer veths and the members.
+	mFloodDevDrops = "6 flood, %d member(s), interface drops (parent, members' veths or macvlans)"
+	// Copies owed (broadcasts the parent took x members) less delivered.
+	mFloodShort = "6 flood, %d member(s), copies short (parent rx x members - delivered)"
+	// xmacvlan's flood_copies event over the window.
+	mFloodMade  = "6 flood, %d member(s), copies xmacvlan made (flood_copies)"
 	mUpgrade    = "7 upgrade under load, frames lost"
 	mUpgradeCtl = "7 same stream without upgrade, frames lost"
 	mUpgradeTx  = "7 upgrade under load, frames sent"
@@ -133,7 +139,7 @@ func (b *bench) pathRound(round int, p path) error {
 	}
 
 	// 2. Unwanted frames, counted where they are disposed of: the parent.
-	// (xmv-tcx drops them in tcx, after the skb is built.)
+	// (xmv-off-skb drops them in tcx, after the skb is built.)
 	// xmacvlan drops unknown unicast on tagged VLANs (on the untagged
 	// segment it belongs to the host, as with macvlan); the kernel, with
 	// a promiscuous parent and no macvlan for the MAC, builds an skb and
@@ -311,19 +317,126 @@ func (b *bench) flood(round, n int, p path) error {
 		set = append(set, k)
 	}
 	frame := udpFrame(broadcastMAC, b.lab.wireMAC, 0, wireIP, net.IPv4(10, 77, 0, 255))
-	var v, lost float64
+	var v, backlog, devDrops, short, made float64
 	err = b.during(frame, func() (err error) {
-		lost0 := backlogDrops()
-		v, err = b.window(set.read)
-		lost = float64(backlogDrops()-lost0) / b.cfg.window.Seconds()
-		return err
+		if err := b.sleep(b.cfg.warmup); err != nil {
+			return err
+		}
+		backlog0 := backlogDrops()
+		dev0, err := d.deviceDrops()
+		if err != nil {
+			return err
+		}
+		rx0, err := b.lab.parentStats()
+		if err != nil {
+			return err
+		}
+		made0, err := floodCopies(d)
+		if err != nil {
+			return err
+		}
+		got0, err := set.read()
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		if err := b.sleep(b.cfg.window); err != nil {
+			return err
+		}
+		got1, err := set.read()
+		if err != nil {
+			return err
+		}
+		rx1, err := b.lab.parentStats()
+		if err != nil {
+			return err
+		}
+		dev1, err := d.deviceDrops()
+		if err != nil {
+			return err
+		}
+		made1, err := floodCopies(d)
+		if err != nil {
+			return err
+		}
+		secs := time.Since(t0).Seconds()
+		made = float64(made1-made0) / secs
+		backlog = float64(backlogDrops()-backlog0) / secs
+		devDrops = float64(dev1-dev0) / secs
+		v = float64(got1-got0) / secs
+		// Every broadcast the parent took owes each member a copy.
+		short = (float64(rx1.RxPackets-rx0.RxPackets)*float64(n) - float64(got1-got0)) / secs
+		return nil
 	})
 	if err != nil {
 		return err
 	}
+	if v == 0 {
+		return fmt.Errorf("flood on %s with %d members: nothing arrived", p, n)
+	}
 	b.res.add(fmt.Sprintf(mFlood, n), p, "kpps/member", round, v/float64(n)/1e3)
-	b.res.add(fmt.Sprintf(mFloodLost, n), p, "kpps", round, lost/1e3)
+	b.res.add(fmt.Sprintf(mFloodLost, n), p, "kpps", round, backlog/1e3)
+	b.res.add(fmt.Sprintf(mFloodDevDrops, n), p, "kpps", round, devDrops/1e3)
+	b.res.add(fmt.Sprintf(mFloodShort, n), p, "kpps", round, short/1e3)
+	if p != kernel {
+		b.res.add(fmt.Sprintf(mFloodMade, n), p, "kpps", round, made/1e3)
+	}
 	return nil
+}
+
+// floodCopies reads xmacvlan's flood_copies event counter (0 for kernel
+// macvlan): the copies its programs made, to tell copies never made from
+// copies lost after.
+func floodCopies(d *deployment) (n uint64, err error) {
+	if d.path == kernel {
+		return 0, nil
+	}
+	err = d.tables(func(t *tables.Tables) error {
+		ev, err := t.Events()
+		if err == nil {
+			n = ev[tables.EvFloodCopies].Packets
+		}
+		return err
+	})
+	return n, err
+}
+
+// deviceDrops sums the drop counters of the deployment's interfaces, each
+// refused copy once: the parent's rx_dropped and tx_dropped (kernel
+// macvlan counts there the broadcasts its queue refuses); for kernel
+// macvlan each member's eth0; for xmacvlan each outer veth's tx_dropped,
+// where veth_xmit counts a copy that its peer's ring or the CPU's backlog
+// refused (the backlog also counts it on the inner end's rx_dropped, so
+// the inner ends are left out).
+func (d *deployment) deviceDrops() (uint64, error) {
+	var sum uint64
+	links, err := d.lab.host.nl.LinkList()
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range links {
+		st := l.Attrs().Statistics
+		switch {
+		case st == nil:
+		case l.Attrs().Name == parent:
+			sum += st.RxDropped + st.TxDropped
+		case l.Type() == "veth":
+			sum += st.TxDropped
+		}
+	}
+	if d.path != kernel {
+		return sum, nil
+	}
+	for _, m := range d.members {
+		eth0, err := m.ns.link("eth0")
+		if err != nil {
+			return 0, err
+		}
+		if st := eth0.Attrs().Statistics; st != nil {
+			sum += st.RxDropped + st.TxDropped
+		}
+	}
+	return sum, nil
 }
 
 // backlogDrops reads how many frames the CPUs' input backlogs

@@ -14,15 +14,22 @@ import (
 // path is one way of delivering the parent's frames to containers.
 type path string
 
+// The xmacvlan paths say first whether the parent runs the XDP program
+// (attach --xdp on) or not (--xdp off: tcx classifies and delivers alone,
+// as on a NIC without native XDP, and what --xdp auto picks on a veth
+// parent), then how the endpoints take delivery (skb: tcx
+// bpf_redirect_peer; xdp: DEVMAP redirect into the endpoint's veth).
 const (
-	kernel path = "macvlan" // kernel macvlan, bridge mode, on the parent
-	xmvSKB path = "xmv-skb" // xmacvlan, delivery by tcx bpf_redirect_peer
-	xmvXDP path = "xmv-xdp" // xmacvlan, delivery by native XDP redirect
-	// xmacvlan attached in generic mode: no XDP program, tcx classifies
-	// and delivers alone (what a NIC without native XDP gets). It shows
-	// what the XDP stage costs and buys on this veth parent.
-	xmvTCX path = "xmv-tcx"
+	kernel path = "macvlan"     // kernel macvlan, bridge mode, on the parent
+	xmvSKB path = "xmv-on-skb"  // XDP on, skb delivery
+	xmvXDP path = "xmv-on-xdp"  // XDP on, XDP delivery
+	xmvTCX path = "xmv-off-skb" // XDP off: tcx alone, skb delivery
+	// xmv-off-skb with a storm limit on every endpoint (the storm line).
+	xmvLimit path = "xmv-off-skb+limit"
 )
+
+// xdpOn says whether path p attaches the XDP program to the parent.
+func (p path) xdpOn() bool { return p == xmvSKB || p == xmvXDP }
 
 const taggedVLAN = 10 // xmacvlan's tagged network; the kernel here has no 8021q
 
@@ -109,9 +116,9 @@ func (d *deployment) deployMacvlan() error {
 func (d *deployment) deployXmacvlan() error {
 	l := d.lab
 	return l.host.do(func() error {
-		mode := loader.XDPOn
-		if d.path == xmvTCX {
-			mode = loader.XDPOff
+		mode := loader.XDPOff
+		if d.path.xdpOn() {
+			mode = loader.XDPOn
 		}
 		if _, err := loader.Attach(loader.AttachOptions{Root: l.root, Parent: parent, XDP: mode}); err != nil {
 			return err
@@ -124,8 +131,12 @@ func (d *deployment) deployXmacvlan() error {
 			return err
 		}
 		add := func(network string, m member, mask net.IPMask) error {
+			var limit uint32
+			if d.path == xmvLimit {
+				limit = stormLimit
+			}
 			_, err := lc.AddEndpoint(network, lifecycle.Spec{Netns: m.ns.path(), MAC: m.mac,
-				IP: &net.IPNet{IP: m.ip, Mask: mask}, XDP: d.path == xmvXDP})
+				IP: &net.IPNet{IP: m.ip, Mask: mask}, XDP: d.path == xmvXDP, StormLimit: limit})
 			return err
 		}
 		for _, m := range d.members {

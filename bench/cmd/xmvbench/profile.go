@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/xmacvlan/xmacvlan/loader"
+	"github.com/xmacvlan/xmacvlan/tables"
 )
 
 // profile measures what each BPF program costs per run inside the live
@@ -35,10 +37,59 @@ func (b *bench) profile() error {
 }
 
 type profiled struct {
-	name string
-	prog *ebpf.Program
-	run  time.Duration
-	cnt  uint64
+	name     string
+	prog     *ebpf.Program
+	link     link.Link // xb_next_tc's, closed by its user
+	datapath bool      // one of xmacvlan's programs
+	run      time.Duration
+	cnt      uint64
+}
+
+// In-situ measurement names: the raw run time per run, and the same net
+// of the statistics' own cost (xb_next_tc's run time in the same slice).
+const (
+	mInSitu    = "8 in-situ cost"
+	mInSituNet = "8 in-situ cost net of the statistics' own"
+)
+
+// attachNext puts xb_next_tc at the head of member m's eth0 tcx ingress,
+// ahead of the counter: it runs on every frame and does nothing.
+func (b *bench) attachNext(m member) (*profiled, error) {
+	var l link.Link
+	err := m.ns.do(func() error {
+		dev, err := m.ns.link("eth0")
+		if err != nil {
+			return err
+		}
+		l, err = link.AttachTCX(link.TCXOptions{Interface: dev.Attrs().Index, Program: b.gen.objs.XbNextTc,
+			Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("attach xb_next_tc in %s: %w", m.ns.name, err)
+	}
+	return &profiled{name: "xb_next_tc (empty: the statistics' own cost)", prog: b.gen.objs.XbNextTc, link: l}, nil
+}
+
+// fillMACs grows the MAC table of the untagged segment to entries
+// entries with synthetic ones pointing at member m; *added counts those
+// added so far (they go with the deployment).
+func (d *deployment) fillMACs(m member, added *int, entries int) error {
+	return d.tables(func(t *tables.Tables) error {
+		ep, ok, err := t.EndpointByMAC(0, m.mac)
+		if err != nil || !ok {
+			return fmt.Errorf("endpoint %s in the tables: %v", m.mac, err)
+		}
+		want := max(entries-len(d.members), 0)
+		if want <= *added {
+			return nil
+		}
+		if err := t.AddSyntheticMACs(*added, want-*added, ep); err != nil {
+			return err
+		}
+		*added = want
+		return nil
+	})
 }
 
 func (b *bench) profilePath(p path) error {
@@ -66,15 +117,39 @@ func (b *bench) profilePath(p path) error {
 		}()
 		progs = append(progs, xmv...)
 	}
+	// An empty program ahead of the counter: its run time in situ is the
+	// statistics' own cost (two clock reads), subtracted for the net cost.
+	empty, err := b.attachNext(t)
+	if err != nil {
+		return err
+	}
+	defer empty.link.Close()
+	progs = append(progs, empty)
+
 	type profileCase struct {
-		what  string
-		frame []byte
+		what    string
+		frame   []byte
+		entries int // MAC-table entries (xmacvlan)
 	}
-	cases := []profileCase{{"delivery to the stack", udpFrame(t.mac, b.lab.wireMAC, 0, wireIP, t.ip)}}
-	if p != kernel {
-		cases = append(cases, profileCase{"unknown MAC on VLAN 10 (dropped)", udpFrame(unknownMAC, b.lab.wireMAC, taggedVLAN, wireIP, t.ip)})
+	var cases []profileCase
+	deliver := udpFrame(t.mac, b.lab.wireMAC, 0, wireIP, t.ip)
+	if p == kernel {
+		cases = append(cases, profileCase{"delivery to the stack", deliver, 0})
+	} else {
+		for _, n := range b.cfg.costSizes {
+			cases = append(cases, profileCase{"delivery to the stack", deliver, n})
+		}
+		cases = append(cases, profileCase{"unknown MAC on VLAN 10 (dropped)", udpFrame(unknownMAC, b.lab.wireMAC, taggedVLAN, wireIP, t.ip), 0})
 	}
+	synthetic := 0 // entries added so far, on the untagged segment
 	for _, c := range cases {
+		what := c.what
+		if c.entries > 0 {
+			if err := d.fillMACs(t, &synthetic, c.entries); err != nil {
+				return err
+			}
+			what = fmt.Sprintf("%s, %d entries", c.what, c.entries)
+		}
 		for _, x := range progs {
 			if err := x.read(); err != nil {
 				return err
@@ -82,10 +157,42 @@ func (b *bench) profilePath(p path) error {
 		}
 		var rate float64
 		var hot []string
-		err := b.during(c.frame, func() (err error) {
+		// Three slices of the window, each a sample: a range, not one figure.
+		const slices = 3
+		costs := map[*profiled][]float64{}
+		err := b.during(c.frame, func() error {
 			done := b.perf(&hot, b.cfg.cpu, b.cfg.warmup+b.cfg.window)
-			rate, err = b.window(k.read)
-			done()
+			defer done()
+			if err := b.sleep(b.cfg.warmup); err != nil {
+				return err
+			}
+			got0, err := k.read()
+			if err != nil {
+				return err
+			}
+			t0 := time.Now()
+			for _, x := range progs {
+				if err := x.read(); err != nil {
+					return err
+				}
+			}
+			for range slices {
+				if err := b.sleep(b.cfg.window / slices); err != nil {
+					return err
+				}
+				for _, x := range progs {
+					run0, cnt0 := x.run, x.cnt
+					if err := x.read(); err != nil {
+						return err
+					}
+					// Programs that only saw background frames say nothing.
+					if n := x.cnt - cnt0; n >= 1000 {
+						costs[x] = append(costs[x], float64(x.run-run0)/float64(n))
+					}
+				}
+			}
+			got1, err := k.read()
+			rate = float64(got1-got0) / time.Since(t0).Seconds()
 			return err
 		})
 		if err != nil {
@@ -93,18 +200,19 @@ func (b *bench) profilePath(p path) error {
 		}
 		var parts []string
 		for _, x := range progs {
-			run0, cnt0 := x.run, x.cnt
-			if err := x.read(); err != nil {
-				return err
+			v := costs[x]
+			if len(v) == 0 {
+				continue
 			}
-			// Programs that only saw background frames say nothing.
-			if n := x.cnt - cnt0; n >= 1000 {
-				ns := float64(x.run-run0) / float64(n)
-				parts = append(parts, fmt.Sprintf("%s %.0f ns", x.name, ns))
-				b.res.add(fmt.Sprintf("8 in-situ cost, %s, %s", c.what, x.name), p, "ns/run (EnableStats)", 0, ns)
+			for i, ns := range v {
+				b.res.add(fmt.Sprintf(mInSitu+", %s, %s", what, x.name), p, "ns/run (EnableStats)", i, ns)
+				if e := costs[empty]; x != empty && x.datapath && i < len(e) {
+					b.res.add(fmt.Sprintf(mInSituNet+", %s, %s", what, x.name), p, "ns/run (EnableStats, net)", i, ns-e[i])
+				}
 			}
+			parts = append(parts, fmt.Sprintf("%s %.0f ns", x.name, statsOf(v).Median))
 		}
-		line := fmt.Sprintf("%-8s %s: %s", p, c.what, strings.Join(parts, "; "))
+		line := fmt.Sprintf("%-11s %s: %s", p, what, strings.Join(parts, "; "))
 		if c.what == "delivery to the stack" {
 			line += fmt.Sprintf(" (%.2f Mpps delivered with statistics on)", rate/1e6)
 		}
@@ -199,7 +307,7 @@ func (b *bench) datapathPrograms() ([]*profiled, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, &profiled{name: l.Program, prog: p})
+		out = append(out, &profiled{name: l.Program, prog: p, datapath: true})
 	}
 	return out, nil
 }

@@ -8,8 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/xmacvlan/xmacvlan/bpf"
 )
 
 // sample is one round's value of a measurement.
@@ -82,38 +85,107 @@ type Record struct {
 	// RatioToKernel is this path's value over kernel macvlan's in the same
 	// round, for measurements that have a kernel value.
 	RatioToKernel *Stats `json:"ratio_to_kernel,omitempty"`
-	Target        string `json:"target,omitempty"`
-	Met           *bool  `json:"met,omitempty"`
+	// Target is the goal of issue 13 the record is held against (reported,
+	// never enforced): TargetOf (ratio_to_kernel: its median; median; max)
+	// compared by the operator in Target with TargetValue.
+	Target      string   `json:"target,omitempty"`
+	TargetOf    string   `json:"target_of,omitempty"`
+	TargetValue *float64 `json:"target_value,omitempty"`
+	Met         *bool    `json:"met,omitempty"`
 }
 
-// target is the goal a record is held against (reported, never enforced).
+// target is a goal: of (ratioOf, "median" or "max") at least (or at most)
+// value.
 type target struct {
-	text string
-	met  func(r Record) bool
+	of      string
+	atLeast bool
+	value   float64
+	unit    string // "x" for ratios, " ns", ""
 }
 
-// targetFor says which goal of issue 6 applies to a measurement on a path.
-func targetFor(name string, p path) *target {
-	ratioAtLeast := func(x float64) *target {
-		return &target{fmt.Sprintf("≥ %.1fx", x), func(r Record) bool {
-			return r.RatioToKernel != nil && r.RatioToKernel.Median >= x
-		}}
+const ratioOf = "ratio_to_kernel"
+
+func (t *target) text() string {
+	op := "≤"
+	if t.atLeast {
+		op = "≥"
 	}
+	if t.of == "max" && t.value == 0 && !t.atLeast {
+		return "0 in every round"
+	}
+	v := strconv.FormatFloat(t.value, 'g', -1, 64)
+	if t.unit == "x" {
+		v = fmt.Sprintf("%.1f", t.value)
+	}
+	return fmt.Sprintf("%s %s%s", op, v, t.unit)
+}
+
+func (t *target) met(r Record) bool {
+	var v float64
+	switch t.of {
+	case ratioOf:
+		if r.RatioToKernel == nil {
+			return false
+		}
+		v = r.RatioToKernel.Median
+	case "max":
+		v = r.Max
+	default:
+		v = r.Median
+	}
+	if t.atLeast {
+		return v >= t.value
+	}
+	return v <= t.value
+}
+
+// targetFor says which goal of issue 13 applies to a measurement on a path
+// (issue 6's for the upgrade): the skb-delivery paths (XDP on and off) for
+// delivery into the stack and TCP, the XDP-delivery path for an XDP
+// consumer, the XDP-on paths for early drops, every xmacvlan path for
+// flooding, the storm-limited path for the storm line.
+func targetFor(name string, p path) *target {
+	ratio := func(x float64) *target { return &target{ratioOf, true, x, "x"} }
+	skb := p == xmvSKB || p == xmvTCX
 	switch {
-	case name == mStack && p == xmvSKB:
-		return ratioAtLeast(1.0)
+	case name == mStack && skb:
+		return ratio(1.0)
+	case strings.HasPrefix(name, "4 TCP") && skb:
+		return ratio(1.0)
 	case name == mXDP && p == xmvXDP:
-		return ratioAtLeast(1.5)
-	case (name == mDropMAC || name == mDropVLAN) && (p == xmvSKB || p == xmvXDP):
-		return ratioAtLeast(3.0)
-	case strings.HasPrefix(name, "4 TCP") && p == xmvSKB:
-		return ratioAtLeast(1.0)
+		return ratio(1.5)
+	case (name == mDropMAC || name == mDropVLAN) && p.xdpOn():
+		return ratio(3.0)
+	case p == kernel || p == "none":
+		return nil
+	case isFlood(name, ""):
+		return ratio(1.0)
+	case isFlood(name, mFloodLost):
+		return &target{"max", false, 0, ""}
+	case (name == mStorm || name == mStormNet) && p == xmvLimit:
+		return &target{"median", true, 0.9, ""}
 	case name == mUpgrade:
-		return &target{"0 lost", func(r Record) bool { return r.Max == 0 }}
+		return &target{"max", false, 0, ""}
 	case strings.HasPrefix(name, "5 program cost") && strings.Contains(name, " hit,"):
-		return &target{"≤ 30 ns", func(r Record) bool { return r.Median <= 30 }}
+		return &target{"median", false, 30, " ns"}
+	case strings.HasPrefix(name, mInSituNet) && strings.Contains(name, "delivery to the stack"):
+		return &target{"median", false, 30, " ns"}
 	}
 	return nil
+}
+
+// isFlood says whether name is flood line kind (mFlood itself when kind
+// is "") at some size.
+func isFlood(name, kind string) bool {
+	if kind == "" {
+		kind = mFlood
+	}
+	for _, n := range []int{1, 8, 64, 1024} {
+		if name == fmt.Sprintf(kind, n) {
+			return true
+		}
+	}
+	return false
 }
 
 // records turns the samples into records, with per-round ratios to the
@@ -148,8 +220,8 @@ func (r *results) records() []Record {
 			}
 		}
 		if t := targetFor(k.name, k.path); t != nil {
-			met := t.met(rec)
-			rec.Target, rec.Met = t.text, &met
+			met, v := t.met(rec), t.value
+			rec.Target, rec.TargetOf, rec.TargetValue, rec.Met = t.text(), t.of, &v, &met
 		}
 		out = append(out, rec)
 	}
@@ -159,10 +231,11 @@ func (r *results) records() []Record {
 func isCost(unit string) bool { return strings.HasPrefix(unit, "ns/") }
 
 // hasRatio says whether a ratio to the kernel means anything for a
-// measurement: not for in-situ program costs (the programs differ) nor
-// for drop counts.
+// measurement: not for in-situ program costs (the programs differ), drop
+// counts, nor the storm line (its own figure is a fraction).
 func hasRatio(name string) bool {
-	return !strings.HasPrefix(name, "8 ") && !strings.Contains(name, "backlog")
+	return !strings.HasPrefix(name, "8 ") && !strings.HasPrefix(name, "10 ") &&
+		!strings.Contains(name, "drops") && !strings.Contains(name, "short")
 }
 
 // Receive costs derived from the rates: one core carries the generator
@@ -201,14 +274,65 @@ func (r *results) deriveReceiveCosts() {
 
 // Report is latest.json.
 type Report struct {
-	Machine   Machine  `json:"machine"`
-	Settings  []string `json:"settings"`
-	Started   string   `json:"started"`
-	Seconds   float64  `json:"seconds"`
-	Complete  bool     `json:"complete"`
-	Records   []Record `json:"records"`
-	Profile   []string `json:"profile,omitempty"`
-	Leftovers []string `json:"leftovers"`
+	Machine  Machine  `json:"machine"`
+	Settings []string `json:"settings"`
+	Started  string   `json:"started"`
+	Seconds  float64  `json:"seconds"`
+	Complete bool     `json:"complete"`
+	Records  []Record `json:"records"`
+	// RatioLines are the lines the targets are about, each a number with
+	// its range over the rounds: every ratio to kernel macvlan, the storm
+	// line's fraction, and every record that has a target.
+	RatioLines  []Line           `json:"ratio_lines"`
+	ProgramCost []ProgramCostRow `json:"program_cost,omitempty"`
+	Profile     []string         `json:"profile,omitempty"`
+	Leftovers   []string         `json:"leftovers"`
+}
+
+// Line is one line of the summary: what its figure is (Of), its median
+// and range over the rounds, and its target.
+type Line struct {
+	Name        string    `json:"name"`
+	Path        string    `json:"path"`
+	Of          string    `json:"of"`
+	Median      float64   `json:"median"`
+	Min         float64   `json:"min"`
+	Max         float64   `json:"max"`
+	Rounds      []float64 `json:"rounds"`
+	Target      string    `json:"target,omitempty"`
+	TargetOf    string    `json:"target_of,omitempty"`
+	TargetValue *float64  `json:"target_value,omitempty"`
+	Met         *bool     `json:"met,omitempty"`
+}
+
+// stormFractions are the storm line's ratios, and what each is of.
+var stormFractions = map[string]string{
+	mStorm:     "victim's TCP during the storm / without it, same round and deployment",
+	mStormBusy: "victim's TCP with the sender as busy on its own lo / without the storm (control)",
+	mStormNet:  "victim's TCP during the storm / with the sender as busy on its own lo",
+}
+
+// ratioLines picks the summary out of the records.
+func ratioLines(recs []Record) []Line {
+	out := []Line{}
+	for _, r := range recs {
+		l := Line{Name: r.Name, Path: r.Path, Target: r.Target, TargetOf: r.TargetOf, TargetValue: r.TargetValue, Met: r.Met}
+		switch {
+		case r.RatioToKernel != nil && (r.Target == "" || r.TargetOf == ratioOf):
+			l.Of = "xmacvlan / kernel macvlan in the same round (for ns: kernel / xmacvlan)"
+			l.Median, l.Min, l.Max, l.Rounds = r.RatioToKernel.Median, r.RatioToKernel.Min, r.RatioToKernel.Max, r.RatioToKernel.Rounds
+		case stormFractions[r.Name] != "" || r.Target != "":
+			l.Of = r.Unit
+			if of := stormFractions[r.Name]; of != "" {
+				l.Of = of
+			}
+			l.Median, l.Min, l.Max, l.Rounds = r.Median, r.Min, r.Max, r.Rounds
+		default:
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // Machine describes where the numbers come from.
@@ -269,6 +393,7 @@ func printTable(w io.Writer, rep *Report) {
 			num(r.Median), num(r.Min), num(r.Max), ratio, rrange, rounds, tgt)
 	}
 	tw.Flush()
+	printProgramCost(w, rep.ProgramCost)
 	if len(rep.Profile) > 0 {
 		fmt.Fprintln(w, "\nin-situ program cost (ebpf.EnableStats, one window per path, stack consumer):")
 		for _, p := range rep.Profile {
@@ -302,27 +427,46 @@ func writeFile(path string, b []byte) error {
 	return os.Rename(tmp, path)
 }
 
-// chart draws the ratios to kernel macvlan as horizontal bars (median) with
-// the range of the rounds as a whisker, and a line at 1.0x.
+// chart draws the ratio lines (ratios to kernel macvlan of rates, and the
+// storm line's fractions) as horizontal bars (median) with the range of
+// the rounds as a whisker, a line at 1.0x, and each row's target as a
+// dashed red mark.
 func chart(rep *Report) string {
-	var rows []Record
+	type row struct {
+		label  string
+		path   string
+		st     Stats
+		target *float64
+		met    *bool
+	}
+	var rows []row
 	maxRatio := 2.0
 	for _, r := range rep.Records {
-		if r.RatioToKernel != nil && !isCost(r.Unit) {
-			rows = append(rows, r)
-			maxRatio = max(maxRatio, r.RatioToKernel.Max*1.1)
+		var rw row
+		switch {
+		case r.RatioToKernel != nil && !isCost(r.Unit) && (r.Target == "" || r.TargetOf == ratioOf):
+			rw = row{fmt.Sprintf("%s (%s)", r.Name, r.Path), r.Path, *r.RatioToKernel, nil, r.Met}
+		case stormFractions[r.Name] != "":
+			rw = row{fmt.Sprintf("%s (%s), fraction", r.Name, r.Path), r.Path, Stats{Median: r.Median, Min: r.Min, Max: r.Max}, nil, r.Met}
+		default:
+			continue
 		}
+		if r.TargetValue != nil {
+			rw.target = r.TargetValue
+		}
+		rows = append(rows, rw)
+		maxRatio = max(maxRatio, rw.st.Max*1.1)
 	}
 	const (
-		left, right, top, rowH, barW = 430.0, 40.0, 60.0, 22.0, 460.0
+		left, right, top, rowH, barW = 560.0, 60.0, 60.0, 22.0, 460.0
 	)
 	width := left + barW + right
 	height := top + rowH*float64(len(rows)) + 50
-	x := func(v float64) float64 { return left + barW*v/maxRatio }
+	x := func(v float64) float64 { return left + barW*min(v, maxRatio)/maxRatio }
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="10" y="22" font-size="15" font-weight="bold">xmacvlan / kernel macvlan, per-round ratio: median bar, min-max whisker</text>`+"\n")
+	fmt.Fprintf(&b, `<text x="10" y="22" font-size="15" font-weight="bold">xmacvlan / kernel macvlan per round (storm: victim's TCP during / without): median bar, min-max whisker, target dashed red</text>`+"\n")
 	fmt.Fprintf(&b, `<text x="10" y="42" fill="#555">%s; %d cores; kernel %s; %s</text>`+"\n",
 		xmlEscape(rep.Started), rep.Machine.Cores, xmlEscape(rep.Machine.Kernel), xmlEscape(rep.Machine.PacketSize))
 	for v := 0.0; v <= maxRatio; v += 0.5 {
@@ -331,21 +475,96 @@ func chart(rep *Report) string {
 	}
 	for i, r := range rows {
 		y := top + rowH*float64(i)
-		color := map[string]string{string(xmvXDP): "#e08a2c", string(xmvTCX): "#6aa84f"}[r.Path]
+		color := map[string]string{string(kernel): "#999999", string(xmvXDP): "#e08a2c", string(xmvTCX): "#6aa84f", string(xmvLimit): "#8e44ad"}[r.path]
 		if color == "" {
 			color = "#4a7bd0"
 		}
-		rr := r.RatioToKernel
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" text-anchor="end">%s (%s)</text>`+"\n", left-8, y+14, xmlEscape(r.Name), r.Path)
-		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`+"\n", left, y+3, x(rr.Median)-left, rowH-8, color)
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="black"/>`+"\n", x(rr.Min), y+rowH/2, x(rr.Max), y+rowH/2)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" fill="#333">%sx</text>`+"\n", x(rr.Max)+4, y+14, num(rr.Median))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" text-anchor="end">%s</text>`+"\n", left-8, y+14, xmlEscape(r.label))
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`+"\n", left, y+3, x(r.st.Median)-left, rowH-8, color)
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="black"/>`+"\n", x(r.st.Min), y+rowH/2, x(r.st.Max), y+rowH/2)
+		label := num(r.st.Median) + "x"
+		if r.target != nil {
+			fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#c00" stroke-width="2" stroke-dasharray="3,2"/>`+"\n", x(*r.target), y, x(*r.target), y+rowH)
+			if r.met != nil {
+				label += map[bool]string{true: " met", false: " missed"}[*r.met]
+			}
+		}
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" fill="#333">%s</text>`+"\n", max(x(r.st.Max), x(1))+4, y+14, label)
 	}
-	fmt.Fprintf(&b, `<line x1="%.1f" y1="%.0f" x2="%.1f" y2="%.0f" stroke="#c00" stroke-width="1.5"/>`+"\n", x(1), top-5, x(1), height-40)
+	fmt.Fprintf(&b, `<line x1="%.1f" y1="%.0f" x2="%.1f" y2="%.0f" stroke="#555" stroke-width="1.5"/>`+"\n", x(1), top-5, x(1), height-40)
 	b.WriteString("</svg>\n")
 	return b.String()
 }
 
 func xmlEscape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;").Replace(s)
+}
+
+// ProgramCostRow puts a program's in-situ cost on a hit next to its
+// BPF_PROG_RUN cost on a hit, at one MAC-table size.
+type ProgramCostRow struct {
+	Program string `json:"program"` // as the live path runs it
+	Path    string `json:"path"`
+	Entries int    `json:"entries"`
+	// Medians over the window's slices, ns per run: raw (with the
+	// statistics' clock reads) and net of them.
+	InSituNs    float64 `json:"in_situ_ns"`
+	InSituNetNs float64 `json:"in_situ_net_ns"`
+	// BPF_PROG_RUN of the same program (its name without a variant
+	// suffix such as _meta) on a hit, net of an empty program; 0 if not
+	// measured in this run.
+	ProgRunNs   float64 `json:"bpf_prog_run_ns,omitempty"`
+	ProgRunUnit string  `json:"bpf_prog_run_unit,omitempty"`
+}
+
+// programCostTable pairs the in-situ and BPF_PROG_RUN costs of each
+// xmacvlan program on a hit (delivery to the stack), by table size.
+func programCostTable(recs []Record) []ProgramCostRow {
+	byName := map[key]Record{}
+	for _, r := range recs {
+		byName[key{r.Name, path(r.Path)}] = r
+	}
+	var out []ProgramCostRow
+	prefix := mInSituNet + ", delivery to the stack, "
+	for _, r := range recs {
+		rest, ok := strings.CutPrefix(r.Name, prefix)
+		if !ok {
+			continue
+		}
+		n, prog, ok := strings.Cut(rest, " entries, ")
+		entries, err := strconv.Atoi(n)
+		if !ok || err != nil {
+			continue
+		}
+		row := ProgramCostRow{Program: prog, Path: r.Path, Entries: entries, InSituNetNs: r.Median}
+		raw := byName[key{mInSitu + ", delivery to the stack, " + rest, path(r.Path)}]
+		row.InSituNs = raw.Median
+		for _, base := range []string{bpf.XmacvlanProgXmvRxXdp, bpf.XmacvlanProgXmvRxTc, bpf.XmacvlanProgXmvEpTx} {
+			if !strings.HasPrefix(prog, base) {
+				continue
+			}
+			if pr, ok := byName[key{fmt.Sprintf("5 program cost, hit, %d entries", entries), path(base)}]; ok {
+				row.ProgRunNs, row.ProgRunUnit = pr.Median, pr.Unit
+			}
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+func printProgramCost(w io.Writer, rows []ProgramCostRow) {
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nprogram cost on a hit, ns per run: BPF_PROG_RUN (5) next to in situ (8, ebpf.EnableStats; net = less xb_next_tc's run time, the statistics' own):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "program\tpath\tentries\tBPF_PROG_RUN\tin situ\tin situ, net\t")
+	for _, r := range rows {
+		pr := "-"
+		if r.ProgRunUnit != "" {
+			pr = num(r.ProgRunNs) + " " + strings.TrimPrefix(r.ProgRunUnit, "ns/frame ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t\n", r.Program, r.Path, r.Entries, pr, num(r.InSituNs), num(r.InSituNetNs))
+	}
+	tw.Flush()
 }

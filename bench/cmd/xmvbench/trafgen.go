@@ -24,21 +24,40 @@ func (b *bench) ppsTrafgen(m member, frame []byte) (float64, error) {
 		return 0, err
 	}
 	defer k.close()
-
-	cfg, err := os.CreateTemp("", "xmvbench-*.trafgen")
+	stop, err := b.startTrafgen(b.lab.wire, wireDev, frame, b.cfg.cpu)
 	if err != nil {
 		return 0, err
 	}
-	defer os.Remove(cfg.Name())
+	v, werr := b.window(k.read)
+	out, err := stop()
+	if werr != nil {
+		return 0, werr
+	}
+	if err != nil {
+		return 0, err
+	}
+	if v == 0 {
+		return 0, fmt.Errorf("trafgen: nothing arrived at the receiver: %s", out)
+	}
+	return v, nil
+}
+
+// startTrafgen sends frame out of dev in namespace n as fast as trafgen
+// can, from cpu, until stop is called; stop returns trafgen's output and
+// an error if it failed (rather than being stopped).
+func (b *bench) startTrafgen(n *ns, dev string, frame []byte, cpu int) (stop func() (string, error), err error) {
+	cfg, err := os.CreateTemp("", "xmvbench-*.trafgen")
+	if err != nil {
+		return nil, err
+	}
 	fmt.Fprintln(cfg, trafgenConfig(frame))
 	cfg.Close()
 
 	// A cap on the count, should it outlive us.
-	maxFrames := strconv.Itoa(int((b.cfg.warmup + b.cfg.window + 5*time.Second).Seconds() * 5e6))
+	maxFrames := strconv.Itoa(int((b.cfg.warmup + b.cfg.window + b.cfg.tcpTime + 10*time.Second).Seconds() * 5e6))
 	ctx, cancel := context.WithCancel(b.ctx)
-	defer cancel()
-	cmd := b.lab.wire.command(ctx, "taskset", "-c", strconv.Itoa(b.cfg.cpu),
-		"trafgen", "--dev", wireDev, "--conf", cfg.Name(), "--cpus", "1", "--num", maxFrames,
+	cmd := n.command(ctx, "taskset", "-c", strconv.Itoa(cpu),
+		"trafgen", "--dev", dev, "--conf", cfg.Name(), "--cpus", "1", "--num", maxFrames,
 		"--no-sock-mem", "--notouch-irq", "--no-cpu-stats")
 	// trafgen forks its sender: kill the whole process group.
 	cmd.SysProcAttr.Setpgid = true
@@ -46,22 +65,20 @@ func (b *bench) ppsTrafgen(m member, frame []byte) (float64, error) {
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("trafgen: %w", err)
+		cancel()
+		os.Remove(cfg.Name())
+		return nil, fmt.Errorf("trafgen: %w", err)
 	}
-	v, werr := b.window(k.read)
-	cancel()
-	err = cmd.Wait() // killed: an exit error, or the context's
-	var exit *exec.ExitError
-	if werr != nil {
-		return 0, werr
-	}
-	if err != nil && !errors.As(err, &exit) && !errors.Is(err, context.Canceled) {
-		return 0, fmt.Errorf("trafgen: %v: %s", err, out.String())
-	}
-	if v == 0 {
-		return 0, fmt.Errorf("trafgen: nothing arrived at the receiver: %s", out.String())
-	}
-	return v, nil
+	return func() (string, error) {
+		defer os.Remove(cfg.Name())
+		cancel()
+		err := cmd.Wait() // killed: an exit error, or the context's
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) && !errors.Is(err, context.Canceled) {
+			return out.String(), fmt.Errorf("trafgen: %v: %s", err, out.String())
+		}
+		return out.String(), nil
+	}, nil
 }
 
 // trafgenConfig writes frame as a trafgen packet: { 0x02, 0x78, … }.
