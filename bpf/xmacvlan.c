@@ -327,7 +327,7 @@ static __always_inline int to_endpoint(__u32 ifindex, __u32 flags)
 }
 
 /* Delivers an skb into an endpoint's namespace on the skb path, which keeps
- * GSO/GRO and checksum offload intact (DESIGN.md). */
+ * GSO/GRO and checksum offload intact. */
 static __always_inline int deliver_skb(struct __sk_buff *skb, const struct decision *d)
 {
 	if (skb_strip_tag(skb))
