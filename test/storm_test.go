@@ -2,7 +2,6 @@ package test
 
 import (
 	"fmt"
-	"net"
 	"os/exec"
 	"strings"
 	"testing"
@@ -19,22 +18,7 @@ func (h *host) stormContainer(t *testing.T, network, cidr string, pps uint32) *c
 	t.Helper()
 	c := &container{ns: testutil.NewNetns(t, "xc")}
 	quiet(t, c.ns)
-	spec := lifecycle.Spec{Netns: c.ns.Path(), StormLimit: pps}
-	if cidr != "" {
-		ip, n, err := net.ParseCIDR(cidr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		spec.IP, c.ip = &net.IPNet{IP: ip, Mask: n.Mask}, ip.String()
-	}
-	err := h.ns.Do(func() (err error) {
-		c.ep, err = h.lc().AddEndpoint(network, spec)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("add endpoint: %v", err)
-	}
-	return c
+	return h.addEndpoint(c, network, lifecycle.Spec{Netns: c.ns.Path(), StormLimit: pps}, cidr)
 }
 
 func (h *host) stormNetwork(t *testing.T, name string, vlan uint16, pps uint32) {

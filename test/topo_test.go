@@ -191,13 +191,20 @@ type container struct {
 // with the lifecycle package (what `xmacvlan endpoint add` runs). cidr may be
 // empty; mac may be empty (generated).
 func (h *host) container(network, mac, cidr string, xdp bool) *container {
-	t := h.lab.t
-	t.Helper()
-	c := &container{ns: testutil.NewNetns(t, "xc")}
+	h.lab.t.Helper()
+	c := &container{ns: testutil.NewNetns(h.lab.t, "xc")}
 	spec := lifecycle.Spec{Netns: c.ns.Path(), XDP: xdp}
 	if mac != "" {
 		spec.MAC = mustMAC(mac)
 	}
+	return h.addEndpoint(c, network, spec, cidr)
+}
+
+// addEndpoint adds c's endpoint as spec asks, with the address cidr (may be
+// empty), and fails the test if it cannot.
+func (h *host) addEndpoint(c *container, network string, spec lifecycle.Spec, cidr string) *container {
+	t := h.lab.t
+	t.Helper()
 	if cidr != "" {
 		ip, n, err := net.ParseCIDR(cidr)
 		if err != nil {
