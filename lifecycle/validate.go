@@ -120,12 +120,10 @@ func CheckStormLimit(pps uint32) error {
 }
 
 // ParseStormLimit reads a storm limit as a user writes it (--storm-limit,
-// Docker's -o storm-limit): a decimal number of frames per second, "" = 0 =
-// no limit. The error names the value and the range.
+// Docker's -o storm-limit): a decimal number of frames per second, 0 = no
+// limit; an empty value is refused, not read as 0. The error names the
+// value and the range.
 func ParseStormLimit(s string) (uint32, error) {
-	if s == "" {
-		return 0, nil
-	}
 	v, err := strconv.ParseUint(s, 10, 32)
 	if err != nil || v > MaxStormLimit {
 		return 0, fmt.Errorf("invalid storm limit %q: want frames per second, 1..%d, or 0 for no limit", s, MaxStormLimit)

@@ -102,7 +102,7 @@ func TestParseStormLimit(t *testing.T) {
 		want uint32
 		err  string
 	}{
-		{"", 0, ""},
+		{"", 0, `invalid storm limit "": want frames per second, 1..100000000, or 0 for no limit`},
 		{"0", 0, ""},
 		{"1", 1, ""},
 		{"100000000", MaxStormLimit, ""},

@@ -437,7 +437,7 @@ func keepTagsInFrame(t *txn, parent string, wasOurs bool) (note string, turnedOf
 		return "", false, fmt.Errorf("turn rx-vlan offload off on %s: %w", parent, err)
 	}
 	t.rollback.push(func() { ethtool.SetRxVLANOffload(parent, true) })
-	return "rx-vlan offload: turned off so that XDP sees VLAN tags (restored on detach)", true, nil
+	return "rx-vlan offload: turned off so that XDP, whenever it runs, sees VLAN tags (restored on detach)", true, nil
 }
 
 // upgradeSettingsPin pins the settings in this build's layout in place of

@@ -101,6 +101,12 @@ func TestNetworkAndEndpointBadInput(t *testing.T) {
 		{[]string{"network", "set", "nosuch", "--storm-limit", "10"}, `no network called "nosuch" (xmacvlan network list)`},
 		{[]string{"endpoint", "set", "v10", "--netns", other.Name, "--storm-limit", "10"}, "no such endpoint on network v10"},
 		{[]string{"endpoint", "set", "v10", "--netns", c.Name}, "nothing to set: give --storm-limit"},
+		{[]string{"endpoint", "set", "v10", "--netns", c.Name, "--storm-limit", ""}, `invalid storm limit "": want frames per second, 1..100000000, or 0 for no limit`},
+		{[]string{"endpoint", "add", "v10", "--netns", other.Name, "--storm-limit", ""}, `invalid storm limit "": want frames per second, 1..100000000, or 0 for no limit`},
+		{[]string{"endpoint", "set", "v10", "--netns", c.Name, "--host", "--storm-limit", "10"}, "--host and --netns exclude each other"},
+		{[]string{"endpoint", "del", "v10", "--netns", c.Name, "--host"}, "--host and --netns exclude each other"},
+		{[]string{"endpoint", "check", "v10", "--netns", c.Name, "--host"}, "--host and --netns exclude each other"},
+		{[]string{"attach", h.parent, "--xdp", ""}, `invalid --xdp "": want auto, on or off`},
 	}
 	for _, tc := range cases {
 		out, err := h.cli(tc.args...)

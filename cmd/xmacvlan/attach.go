@@ -15,8 +15,9 @@ func newAttachCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "attach PARENT",
 		Short: "Attach the datapath to a parent NIC (again: upgrade it in place)",
-		Long: "Loads the XDP and tcx programs on PARENT and pins them with the tables under --bpffs,\n" +
-			"so the datapath keeps forwarding after this command exits. On an attached parent it\n" +
+		Long: "Loads the tcx programs on PARENT, and the XDP program where --xdp says so, and pins\n" +
+			"them with the tables under --bpffs, so the datapath keeps forwarding after this command\n" +
+			"exits. On an attached parent it\n" +
 			"keeps the tables and replaces changed programs atomically.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -76,8 +77,8 @@ func newAttachCmd(g *globals) *cobra.Command {
 // notice on stderr).
 func xdpChoice(cmd *cobra.Command, xdp, mode string) (loader.XDPChoice, error) {
 	if !cmd.Flags().Changed("mode") {
-		if xdp == "" {
-			return "", nil
+		if !cmd.Flags().Changed("xdp") {
+			return "", nil // keep the recorded choice
 		}
 		return loader.ParseXDPChoice(xdp)
 	}

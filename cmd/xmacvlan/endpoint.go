@@ -33,7 +33,7 @@ func newEndpointAddCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
 			if s.Host && s.Netns != "" {
-				return fmt.Errorf("--host and --netns exclude each other")
+				return errHostAndNetns
 			}
 			if mac != "" {
 				if s.MAC, err = net.ParseMAC(mac); err != nil {
@@ -77,7 +77,7 @@ func newEndpointAddCmd(g *globals) *cobra.Command {
 	f.StringVar(&gateway, "gateway", "", "default gateway (default: the network's)")
 	f.IntVar(&s.MTU, "mtu", 0, "MTU (default: the network's, else the parent's)")
 	f.StringVar(&delivery, "delivery", "skb", "skb (bpf_redirect_peer: keeps GRO/TSO) or xdp (native XDP redirect, for XDP/AF_XDP consumers; needs the parent attached with --xdp auto, which then runs XDP, or on)")
-	f.StringVar(&storm, "storm-limit", "", "storm control: broadcast/multicast frames per second this endpoint may send (default 0: no limit)")
+	f.StringVar(&storm, "storm-limit", "0", "storm control: broadcast, multicast and (untagged) unknown-unicast frames per second this endpoint may send; 0: no limit")
 	return cmd
 }
 
@@ -108,6 +108,20 @@ func parseEndpointIP(g *globals, s, network string) (*net.IPNet, error) {
 	return parseCIDR("--ip", s)
 }
 
+var errHostAndNetns = fmt.Errorf("--host and --netns exclude each other")
+
+// checkSelector refuses a selector that names no endpoint, or two: a
+// container's namespace and the host endpoint at once.
+func checkSelector(sel lifecycle.Selector) error {
+	switch {
+	case sel.Host && sel.Netns != "":
+		return errHostAndNetns
+	case !sel.Host && sel.Netns == "":
+		return fmt.Errorf("give the container's namespace (--netns) or --host")
+	}
+	return nil
+}
+
 func newEndpointSetCmd(g *globals) *cobra.Command {
 	var sel lifecycle.Selector
 	var storm string
@@ -116,8 +130,8 @@ func newEndpointSetCmd(g *globals) *cobra.Command {
 		Short: "Change an endpoint's storm limit live",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !sel.Host && sel.Netns == "" {
-				return fmt.Errorf("give the container's namespace (--netns) or --host")
+			if err := checkSelector(sel); err != nil {
+				return err
 			}
 			if !cmd.Flags().Changed("storm-limit") {
 				return fmt.Errorf("nothing to set: give --storm-limit")
@@ -129,10 +143,18 @@ func newEndpointSetCmd(g *globals) *cobra.Command {
 			if err := g.lifecycle().SetEndpointStormLimit(args[0], sel, pps); err != nil {
 				return err
 			}
-			if g.output == "json" {
-				return writeJSON(cmd.OutOrStdout(), map[string]any{"network": args[0], "storm_limit": pps})
+			who := "host endpoint"
+			if !sel.Host {
+				who = "endpoint in " + sel.Netns
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "storm limit %s\n", stormName(pps))
+			if sel.Name != "" {
+				who += " (" + sel.Name + ")"
+			}
+			if g.output == "json" {
+				return writeJSON(cmd.OutOrStdout(), map[string]any{"network": args[0], "netns": sel.Netns, "host": sel.Host,
+					"name": sel.Name, "storm_limit": pps})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "network %s, %s: storm limit %s\n", args[0], who, stormName(pps))
 			return nil
 		},
 	}
@@ -140,7 +162,7 @@ func newEndpointSetCmd(g *globals) *cobra.Command {
 	f.StringVar(&sel.Netns, "netns", "", "the container's network namespace: name, path or PID")
 	f.BoolVar(&sel.Host, "host", false, "the host endpoint of this network")
 	f.StringVar(&sel.Name, "name", "", "inner interface name (default eth0; with --host xmv-NETWORK)")
-	f.StringVar(&storm, "storm-limit", "", "broadcast/multicast frames per second it may send; 0: no limit")
+	f.StringVar(&storm, "storm-limit", "", "broadcast, multicast and (untagged) unknown-unicast frames per second it may send; 0: no limit")
 	return cmd
 }
 
@@ -152,10 +174,11 @@ func newEndpointDelCmd(g *globals) *cobra.Command {
 		Short: "Remove an endpoint and its veth (nothing to remove is not an error)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !host && netnsSpec == "" {
-				return fmt.Errorf("give the container's namespace (--netns) or --host")
+			sel := lifecycle.Selector{Netns: netnsSpec, Host: host, Name: name}
+			if err := checkSelector(sel); err != nil {
+				return err
 			}
-			found, err := g.lifecycle().DeleteEndpoint(args[0], lifecycle.Selector{Netns: netnsSpec, Host: host, Name: name})
+			found, err := g.lifecycle().DeleteEndpoint(args[0], sel)
 			if err != nil {
 				return err
 			}
@@ -279,8 +302,8 @@ func newEndpointCheckCmd(g *globals) *cobra.Command {
 		Short: "Compare an endpoint with its record; print each difference, exit non-zero on any",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !sel.Host && sel.Netns == "" {
-				return fmt.Errorf("give the container's namespace (--netns) or --host")
+			if err := checkSelector(sel); err != nil {
+				return err
 			}
 			diffs, err := g.lifecycle().CheckEndpoint(args[0], sel)
 			if err != nil {

@@ -109,7 +109,7 @@ func newNetworkCreateCmd(g *globals) *cobra.Command {
 	f.StringVar(&subnet, "subnet", "", "the network's subnet, e.g. 172.16.10.0/24")
 	f.StringVar(&gateway, "gateway", "", "default gateway for endpoints, inside --subnet")
 	f.IntVar(&mtu, "mtu", 0, "endpoints' MTU (default: the parent's)")
-	f.StringVar(&storm, "storm-limit", "", "storm control: broadcast/multicast frames per second the VLAN floods, all senders together (default 0: no limit)")
+	f.StringVar(&storm, "storm-limit", "0", "storm control: broadcast, multicast and (untagged) unknown-unicast frames per second the VLAN floods, all senders and the wire together; 0: no limit")
 	return cmd
 }
 
