@@ -17,8 +17,7 @@ func newAttachCmd(g *globals) *cobra.Command {
 		Short: "Attach the datapath to a parent NIC (again: upgrade it in place)",
 		Long: "Loads the tcx programs on PARENT, and the XDP program where --xdp says so, and pins\n" +
 			"them with the tables under --bpffs, so the datapath keeps forwarding after this command\n" +
-			"exits. On an attached parent it\n" +
-			"keeps the tables and replaces changed programs atomically.",
+			"exits. On an attached parent it keeps the tables and replaces changed programs atomically.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			choice, err := xdpChoice(cmd, xdp, mode)
