@@ -113,7 +113,7 @@ struct settings {
 	__u8 parent_mac[6];
 	__u8 hairpin;        /* host <-> untagged endpoints directly */
 	__u8 restore_rxvlan; /* control plane only: attach turned rx-vlan offload off */
-	__u8 xdp_was_off;    /* control plane only, written by builds before xdp_choice: attached without XDP */
+	__u8 pad;
 	__u8 xdp_choice;     /* control plane only: attach --xdp: 0 none recorded, 1 auto, 2 on, 3 off */
 	__u64 netns_cookie;  /* control plane only: the parent's network namespace (SO_NETNS_COOKIE) */
 };

@@ -138,7 +138,7 @@ type XmacvlanSettings struct {
 	ParentMac     [6]uint8
 	Hairpin       uint8
 	RestoreRxvlan uint8
-	XdpWasOff     uint8
+	Pad           uint8
 	XdpChoice     uint8
 	_             [2]byte
 	NetnsCookie   uint64

@@ -113,12 +113,6 @@ func Attach(opts AttachOptions) (res *AttachResult, err error) {
 	var recorded XDPChoice
 	if d.reused[tables.SettingsName] && settings.ParentIfindex != 0 {
 		recorded = XDPChoice(settings.XDPChoice)
-		if d.upgradedSettings { // an older build recorded no choice: its pins tell
-			recorded = XDPOn
-			if !exists(filepath.Join(dir, state.PinXDPLink)) && exists(filepath.Join(dir, state.PinRxTCLink)) {
-				recorded = XDPOff
-			}
-		}
 	}
 	choice := opts.XDP
 	switch {

@@ -49,15 +49,10 @@ func (t *Tables) Settings() (Settings, error) {
 var xdpChoices = []string{"auto", "on", "off"}
 
 func xdpChoice(raw bpf.XmacvlanSettings) string {
-	switch {
-	case raw.XdpChoice >= 1 && int(raw.XdpChoice) <= len(xdpChoices):
+	if raw.XdpChoice >= 1 && int(raw.XdpChoice) <= len(xdpChoices) {
 		return xdpChoices[raw.XdpChoice-1]
-	case raw.ParentIfindex == 0: // never attached
-		return ""
-	case raw.XdpWasOff != 0: // an older build, attached without XDP
-		return "off"
 	}
-	return "on" // an older build, which attached native XDP
+	return "" // none recorded: attach decides (auto)
 }
 
 // SetSettings replaces the parent's settings.

@@ -356,50 +356,6 @@ func TestAttachUpgradesOlderSettings(t *testing.T) {
 	}
 }
 
-// The build before attach --xdp recorded no choice, only whether it ran
-// without XDP (the byte before xdp_choice in struct settings): a re-attach
-// keeps what it ran, XDP on or off, rather than deciding anew.
-func TestAttachKeepsThePreviousBuildsXDP(t *testing.T) {
-	for _, was := range []loader.XDPChoice{loader.XDPOn, loader.XDPOff} {
-		t.Run(string(was), func(t *testing.T) {
-			l := newLab(t)
-			h := l.host()
-			h.attach(was)
-			h.network("lan", 0, tables.Bridge)
-			c := h.container("lan", "", "10.0.0.2/24", false)
-			pin := filepath.Join(h.root, h.parent, tables.SettingsName)
-			m, err := ebpf.LoadPinnedMap(pin, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
-			value := make([]byte, m.ValueSize())
-			if err := m.Lookup(uint32(0), value); err != nil {
-				t.Fatal(err)
-			}
-			// As the previous build wrote it: generic (offset 12) set
-			// without XDP, no choice (offset 13).
-			value[12], value[13] = 0, 0
-			if was == loader.XDPOff {
-				value[12] = 1
-			}
-			if err := m.Update(uint32(0), value, 0); err != nil {
-				t.Fatal(err)
-			}
-			res, err := h.tryAttach(loader.AttachOptions{})
-			if err != nil {
-				t.Fatalf("attach over the previous build's settings: %v", err)
-			}
-			if res.XDPChoice != was || res.XDP != string(was) {
-				t.Errorf("re-attach: XDP %s, choice %s; want %s as the previous build ran", res.XDP, res.XDPChoice, was)
-			}
-			if err := ping(l.sw, c.ip); err != nil {
-				t.Errorf("wire -> endpoint after the re-attach: %v", err)
-			}
-		})
-	}
-}
-
 // detachForce detaches parent and removes its endpoints, as
 // `xmacvlan detach --force` does.
 func detachForce(root, parent string) error {

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/xmacvlan/xmacvlan/bpf"
 	"github.com/xmacvlan/xmacvlan/internal/iperf3"
 	"github.com/xmacvlan/xmacvlan/tables"
 )
@@ -227,7 +226,7 @@ func stormDrops(d *deployment) (n uint64, err error) {
 	err = d.tables(func(t *tables.Tables) error {
 		drops, err := t.Drops()
 		if err == nil {
-			n = drops[bpf.XmacvlanDropReasonDROP_STORM].Packets
+			n = drops[tables.DropStorm].Packets
 		}
 		return err
 	})
